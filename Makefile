@@ -1,0 +1,37 @@
+# The two quick-start commands: `make demo` and `make test`. Each sets itself up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test lint setup ffmpeg clean
+
+setup: $(STAMP) ffmpeg
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e ".[pretrained,dev]"
+	touch $(STAMP)
+
+# torchcodec decodes through FFmpeg's shared libraries; install Debian's when they are missing.
+ffmpeg:
+	@ldconfig -p | grep -q libavcodec || { \
+	  echo "Installing FFmpeg shared libraries (Debian package ffmpeg)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf runs demo_data

@@ -1,0 +1,145 @@
+"""The ``mmemo`` command: train, evaluate, predict, demo-data, models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from mmemo.config import ConfigError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mmemo.training.metrics import format_table
+    from mmemo.training.trainer import train
+
+    if args.resume:
+        result = train(None, args.overrides, resume=args.resume)
+    else:
+        if args.config is None:
+            raise ConfigError("mmemo train: give a CONFIG (YAML) or --resume RUN")
+        result = train(args.config, args.overrides, run_dir=args.run_dir)
+    labels = list(result.dev["per_class"]) if result.dev else []
+    print(f"\nrun folder: {result.run_dir}")
+    print(f"best epoch {result.best_epoch} by {result.metric} on dev")
+    if result.dev:
+        print(format_table(result.dev, labels, title="dev (selected checkpoint)"))
+    if result.test:
+        print(format_table(result.test, labels, title="test (reported once, for the dev-selected checkpoint)"))
+    if result.media_issues:
+        print(f"unusable media, marked absent: {result.media_issues} (see {result.run_dir / 'media_issues.csv'})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mmemo.training.trainer import evaluate
+
+    evaluate(args.run, args.split, batch_size=args.batch_size)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mmemo.inference import EmotionRecognizer
+
+    recognizer = EmotionRecognizer.from_pretrained(args.run, device=args.device)
+    pred = recognizer.predict(text=args.text, audio=args.audio, video=args.video, image=args.image)
+    if args.json:
+        print(json.dumps(pred.to_dict(), indent=2))
+        return 0
+    print(f"label: {pred.label}   (modalities used: {', '.join(pred.modalities)})")
+    width = max(len(k) for k in pred.probs)
+    for name, p in sorted(pred.probs.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<{width}}  {p:6.3f}  {'#' * int(round(p * 40))}")
+    for w in pred.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from mmemo.data.demo import DemoSpec, generate_demo_data
+
+    spec = DemoSpec(n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
+    root = generate_demo_data(args.dir, spec)
+    print(f"demo data written to {root}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from mmemo.registry import ENCODERS, FUSIONS
+
+    print("encoders:")
+    for e in ENCODERS.entries():
+        print(f"  {e.name:<14} {e.modality:<7} {e.description}")
+    print("fusions:")
+    for e in FUSIONS.entries():
+        print(f"  {e.name:<16} {e.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmemo", description="Multimodal emotion recognition.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=3")
+    p.add_argument("--run-dir", help="run folder (default: <output_dir>/<name>-<timestamp>)")
+    p.add_argument("--resume", help="continue the run in this folder from checkpoints/last")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's dev-selected model on a split")
+    p.add_argument("run", help="run folder (or saved model folder)")
+    p.add_argument("--split", default="dev", choices=["train", "dev", "test"])
+    p.add_argument("--batch-size", type=int)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict the emotion of one input")
+    p.add_argument("run", help="run folder or saved model folder")
+    p.add_argument("--text")
+    p.add_argument("--audio")
+    p.add_argument("--video")
+    p.add_argument("--image")
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("demo-data", help="write the embedded MELD-shaped demo data")
+    p.add_argument("dir")
+    p.add_argument("--n-train", type=int, default=280)
+    p.add_argument("--n-dev", type=int, default=70)
+    p.add_argument("--n-test", type=int, default=70)
+    p.add_argument("--seed", type=int, default=1234)
+    p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("models", aliases=["list"], help="list registered encoders and fusions")
+    p.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, PermissionError) as exc:
+        print(f"mmemo: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # data errors and the like: one readable line, no traceback
+        from mmemo.data.media import MediaError
+        from mmemo.data.tables import DataError
+        from mmemo.labels import LabelError
+        from mmemo.training.trainer import NonFiniteLossError
+
+        if isinstance(exc, (DataError, MediaError, LabelError, NonFiniteLossError)):
+            print(f"mmemo: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,420 @@
+"""Typed configuration: dataclasses are the schema, YAML fills them, ``key.sub=value`` overrides them.
+
+Every error names the dotted key and what is allowed, because a typo in a sweep should fail in the
+first second, not after an hour of training.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, missing or of the wrong type."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ManifestConfig:
+    """A CSV or JSONL table of examples; paths inside it are relative to its own folder."""
+
+    path: str | None = None  # one table holding every split (see split_column / splits)
+    paths: dict[str, str] = field(default_factory=dict)  # or one table per split: {train: a.csv, dev: b.csv}
+    columns: dict[str, str] = field(default_factory=dict)  # field -> column, fields: see MANIFEST_FIELDS
+    split_column: str | None = None
+    splits: dict[str, list[str]] = field(default_factory=dict)  # split -> values of split_column
+
+
+@dataclass
+class DataConfig:
+    source: Literal["meld", "manifest"] = "meld"
+    root: str = "data/MELD.Raw"
+    label_set: str = "meld7"
+    labels: list[str] | None = None  # an explicit label list instead of a named label set
+    label_column: str | None = None  # MELD: Emotion (or Sentiment for meld_sentiment)
+    label_map: dict[str, str | None] = field(default_factory=dict)  # raw label -> label; null drops the row
+    manifest: ManifestConfig = field(default_factory=ManifestConfig)
+    sample_rate: int = 16000
+    max_audio_seconds: float = 10.0
+    num_frames: int = 8
+    max_examples: int | None = None  # per split, for quick runs; never used for reported numbers
+    num_workers: int = 0
+
+
+@dataclass
+class EncoderConfig:
+    """Base of every encoder's config; ``name`` selects the registered encoder and its own fields."""
+
+    name: str = ""
+    freeze: bool = False
+    lr: float | None = None  # learning rate of this encoder's backbone (default: train.encoder_lr)
+
+
+@dataclass
+class FusionConfig:
+    """Base of every fusion's config; ``name`` selects the registered fusion and its own fields."""
+
+    name: str = "concat"
+    dim: int = 256
+    dropout: float = 0.1
+    modality_dropout: float | dict[str, float] = 0.0
+
+
+@dataclass
+class ModelConfig:
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    head_dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    eval_batch_size: int | None = None
+    lr: float = 1e-4
+    encoder_lr: float = 2e-5
+    layer_decay: float = 1.0  # < 1 gives lower text-encoder layers smaller learning rates
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    grad_accum: int = 1
+    loss: Literal["ce", "focal"] = "ce"
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+    class_weights: Literal["none", "auto"] | list[float] = "none"
+    sampler: Literal["random", "balanced"] = "random"
+    scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_ratio: float = 0.0
+    select_on: str = "dev"
+    metric: Literal["weighted_f1", "macro_f1", "accuracy", "uar"] = "weighted_f1"
+    early_stopping_patience: int | None = None
+    eval_test: bool = True  # evaluate the dev-selected checkpoint on test once, at the end
+    seed: int = 0
+    deterministic: bool = False
+    precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    checkpoint_every_steps: int | None = None
+    log_every_steps: int = 20
+    max_steps: int | None = None  # stop early, for smoke tests
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+    def encoder(self, modality: str) -> EncoderConfig:
+        return self.model.encoders[modality]
+
+
+# --------------------------------------------------------------------------------------------------
+# Polymorphic sections: encoders and fusions register their own config dataclasses
+# --------------------------------------------------------------------------------------------------
+
+
+def _polymorphic_class(base: type, data: dict, key: str) -> type:
+    from mmemo.registry import ENCODERS, FUSIONS
+
+    registry = ENCODERS if base is EncoderConfig else FUSIONS
+    name = data.get("name", "" if base is EncoderConfig else "concat")
+    if not name:
+        raise ConfigError(f"{key}.name: missing; allowed: {', '.join(registry.names())}")
+    if name not in registry:
+        raise ConfigError(f"{key}.name: unknown {registry.kind} '{name}'; allowed: {', '.join(registry.names())}")
+    return registry.get(name).config_class
+
+
+# --------------------------------------------------------------------------------------------------
+# Dict -> dataclass with type checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        # Try non-container types first so that "auto" matches a Literal before list[float].
+        for arg in sorted(args, key=lambda a: typing.get_origin(a) in (list, dict)):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping ({_type_name(tp)}), got {value!r}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported schema type {tp!r}")
+
+
+def from_dict(cls: type, data: Any, key: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and type."""
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key or 'config'}: expected a mapping, got {data!r}")
+    if cls in (EncoderConfig, FusionConfig):
+        cls = _polymorphic_class(cls, data, key)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for name, value in data.items():
+        sub = f"{key}.{name}" if key else str(name)
+        if name not in fields:
+            raise ConfigError(f"{sub}: unknown key; allowed: {', '.join(fields)}")
+        kwargs[name] = _coerce(value, hints[name], sub)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(key)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overrides, validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> dict:
+    """``["train.lr=3e-5", "model.modalities=[text]"]`` -> nested dict, values parsed as YAML."""
+    tree: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        dotted, raw = item.split("=", 1)
+        if not dotted:
+            raise ConfigError(f"override {item!r}: empty key")
+        _set_dotted(tree, dotted.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return tree
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            # A new encoder/fusion name replaces that section instead of mixing two schemas.
+            if "name" in value and value["name"] != out[key].get("name"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def default_encoder(modality: str) -> dict:
+    return {
+        "text": {"name": "hf_text"},
+        "audio": {"name": "logmel_cnn"},
+        "vision": {"name": "timm"},
+    }[modality]
+
+
+def build_config(data: dict, base_dir: Path | None = None) -> Config:
+    config = from_dict(Config, data)
+    validate(config)
+    if base_dir is not None:
+        config.data.root = _resolve_path(config.data.root, base_dir)
+        m = config.data.manifest
+        if m.path:
+            m.path = _resolve_path(m.path, base_dir)
+        m.paths = {k: _resolve_path(v, base_dir) for k, v in m.paths.items()}
+    return config
+
+
+def _resolve_path(path: str, base_dir: Path) -> str:
+    """Relative data paths in a config file are relative to the working directory when they exist
+    there (``data/MELD.Raw``), else to the config file's own folder."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return str(p)
+    candidate = base_dir / p
+    return str(candidate) if candidate.exists() else str(p)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Load a YAML config (or defaults when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    base_dir = None
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        base_dir = path.parent
+    if overrides:
+        update = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        data = merge(data, update)
+    # Fill in default encoders for modalities that have none, so `model.modalities=[text,audio]` works.
+    model = data.setdefault("model", {}) if isinstance(data.get("model", {}), dict) else data["model"]
+    if isinstance(model, dict):
+        mods = model.get("modalities", list(MODALITIES))
+        encoders = model.setdefault("encoders", {})
+        if isinstance(mods, list) and isinstance(encoders, dict):
+            for m in mods:
+                if m in MODALITIES and m not in encoders:
+                    encoders[m] = default_encoder(m)
+                elif m in MODALITIES and isinstance(encoders[m], dict) and "name" not in encoders[m]:
+                    encoders[m] = {**default_encoder(m), **encoders[m]}
+    return build_config(data, base_dir)
+
+
+def validate(config: Config) -> None:
+    mods = config.model.modalities
+    if not mods:
+        raise ConfigError("model.modalities: empty; choose one or more of text, audio, vision")
+    for m in mods:
+        if m not in MODALITIES:
+            raise ConfigError(f"model.modalities: unknown modality '{m}'; allowed: {', '.join(MODALITIES)}")
+    if len(set(mods)) != len(mods):
+        raise ConfigError(f"model.modalities: duplicates in {mods}")
+    for m, enc in config.model.encoders.items():
+        if m not in MODALITIES:
+            raise ConfigError(f"model.encoders.{m}: unknown modality; allowed: {', '.join(MODALITIES)}")
+        from mmemo.registry import ENCODERS
+
+        entry = ENCODERS.get(enc.name)
+        if entry.modality != m:
+            raise ConfigError(
+                f"model.encoders.{m}.name: '{enc.name}' is a {entry.modality} encoder; "
+                f"allowed for {m}: {', '.join(ENCODERS.names(modality=m))}"
+            )
+    missing = [m for m in mods if m not in config.model.encoders]
+    if missing:
+        raise ConfigError(f"model.encoders: no encoder configured for {', '.join(missing)}")
+    mdo = config.model.fusion.modality_dropout
+    probs = mdo.values() if isinstance(mdo, dict) else [mdo]
+    for p in probs:
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"model.fusion.modality_dropout: probabilities must be in [0, 1), got {p}")
+    if isinstance(mdo, dict):
+        for m in mdo:
+            if m not in MODALITIES:
+                raise ConfigError(f"model.fusion.modality_dropout.{m}: unknown modality; allowed: {', '.join(MODALITIES)}")
+    t = config.train
+    for name in ("epochs", "batch_size", "grad_accum"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name}: must be >= 1, got {getattr(t, name)}")
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    if config.data.source == "manifest":
+        man = config.data.manifest
+        if not man.path and not man.paths:
+            raise ConfigError("data.manifest: set path (one table) or paths (one table per split)")
+        if man.path and man.paths:
+            raise ConfigError("data.manifest: set either path or paths, not both")
+        from mmemo.data.manifest import MANIFEST_FIELDS
+
+        for f in man.columns:
+            if f not in MANIFEST_FIELDS:
+                raise ConfigError(f"data.manifest.columns.{f}: unknown field; allowed: {', '.join(MANIFEST_FIELDS)}")
+    if config.train.select_on == "test":
+        raise ConfigError("train.select_on: selecting on test is not allowed; use dev (or another held-in split)")

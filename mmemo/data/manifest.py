@@ -1,0 +1,110 @@
+"""A generic manifest reader: any CSV or JSONL of text/audio/video/image paths and labels, by config.
+
+Column names are configurable so that a dataset's own ``labels.csv`` is trained on by writing a config,
+not code. Media paths are relative to the manifest's folder unless absolute.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmemo.data.examples import Example, Splits
+from mmemo.data.tables import DataError, read_table
+
+MANIFEST_FIELDS = ("id", "text", "audio", "video", "image", "label", "speaker", "dialogue", "utterance")
+MEDIA_FIELDS = ("audio", "video", "image")
+
+
+def _resolve(base: Path, value: str) -> str | None:
+    if not value:
+        return None
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def read_manifest_file(
+    path: str | Path, columns: dict[str, str] | None = None, split: str | None = None
+) -> list[tuple[str | None, Example]]:
+    """Examples of one manifest file, each with the raw value of its row's split column (if asked)."""
+    path = Path(path)
+    columns = dict(columns or {})
+    rows = read_table(path)
+    header = set(rows[0][1]) if rows else set()
+    # A field maps to the column named in `columns`, else to a column of the field's own name.
+    mapping = {f: columns.get(f, f) for f in MANIFEST_FIELDS}
+    for f, col in columns.items():
+        if col not in header and rows:
+            raise DataError(f"{path}: column '{col}' (for {f}) not found; columns are {', '.join(sorted(header))}")
+    mapping = {f: c for f, c in mapping.items() if c in header}
+    if not any(f in mapping for f in ("text", *MEDIA_FIELDS)):
+        raise DataError(f"{path}: no text, audio, video or image column; map one in data.manifest.columns")
+    if "label" not in mapping:
+        raise DataError(f"{path}: no label column; set data.manifest.columns.label (columns: {', '.join(sorted(header))})")
+    base = path.parent
+    out = []
+    for lineno, row in rows:
+        where = f"{path}: row {lineno}"
+        def get(f: str, row: dict = row) -> str:
+            return row.get(mapping[f], "") if f in mapping else ""
+
+        utt = get("utterance")
+        try:
+            utt_id = int(utt) if utt else None
+        except ValueError:
+            raise DataError(f"{where}: utterance order must be an integer, got {utt!r}") from None
+        ex_id = get("id") or f"{path.stem}/{lineno}"
+        dialogue = get("dialogue") or None
+        out.append(
+            (
+                split,
+                Example(
+                    id=ex_id,
+                    label=get("label") or None,
+                    text=get("text") or None,
+                    audio=_resolve(base, get("audio")),
+                    video=_resolve(base, get("video")),
+                    image=_resolve(base, get("image")),
+                    speaker=get("speaker") or None,
+                    dialogue_id=dialogue,
+                    utterance_id=utt_id,
+                    meta={"source": where, "row": row},
+                ),
+            )
+        )
+    return out
+
+
+def read_manifest(
+    path: str | Path | None = None,
+    paths: dict[str, str] | None = None,
+    columns: dict[str, str] | None = None,
+    split_column: str | None = None,
+    splits: dict[str, list[str]] | None = None,
+) -> Splits:
+    """One table per split (``paths``), or one table split by the values of ``split_column``."""
+    out: dict[str, list[Example]] = {}
+    if paths:
+        for name, p in paths.items():
+            out[name] = [ex for _, ex in read_manifest_file(p, columns)]
+        return Splits(out)
+    if path is None:
+        raise DataError("manifest: give a path or per-split paths")
+    items = read_manifest_file(path, columns)
+    if split_column is None:
+        return Splits({"train": [ex for _, ex in items]})
+    value_to_split: dict[str, str] = {}
+    for name, values in (splits or {}).items():
+        for v in values:
+            value_to_split[str(v)] = name
+    for _, ex in items:
+        row = ex.meta["row"]
+        if split_column not in row:
+            raise DataError(f"{path}: split column '{split_column}' not found")
+        value = row[split_column]
+        name = value_to_split.get(value, None if splits else value)
+        if name is None:
+            continue  # a value no split asked for (e.g. a held-out speaker)
+        out.setdefault(name, []).append(ex)
+    for name in splits or {}:
+        out.setdefault(name, [])
+    return Splits(out)

@@ -1,0 +1,73 @@
+"""From a config to labelled examples per split: read the source, map labels, attach context."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from mmemo.config import Config, DataConfig
+from mmemo.data.context import attach_context
+from mmemo.data.examples import Example, Splits
+from mmemo.data.manifest import read_manifest
+from mmemo.data.meld import read_meld
+from mmemo.data.tables import DataError
+from mmemo.labels import LabelSet, get_label_set
+
+log = logging.getLogger(__name__)
+
+
+def label_set_from_config(data: DataConfig) -> LabelSet:
+    return get_label_set(data.label_set, data.labels)
+
+
+def read_source(data: DataConfig) -> Splits:
+    if data.source == "meld":
+        column = data.label_column or ("Sentiment" if data.label_set == "meld_sentiment" else "Emotion")
+        return read_meld(data.root, label_column=column)
+    if data.source == "manifest":
+        m = data.manifest
+        columns = dict(m.columns)
+        if data.label_column:
+            columns["label"] = data.label_column
+        return read_manifest(m.path, m.paths, columns, m.split_column, m.splits)
+    raise DataError(f"data.source: unknown source '{data.source}'")
+
+
+def apply_labels(examples: list[Example], label_set: LabelSet, label_map: dict[str, str | None], split: str) -> list[Example]:
+    """Map raw labels, drop those mapped to null, and fail on a label outside the label set."""
+    lowered = {k.strip().lower(): v for k, v in label_map.items()}
+    kept, dropped = [], Counter()
+    for ex in examples:
+        raw = ex.label
+        if raw is not None and raw.strip().lower() in lowered:
+            mapped = lowered[raw.strip().lower()]
+            if mapped is None:
+                dropped[raw] += 1
+                continue
+            ex.label = mapped
+        if ex.label is None:
+            raise DataError(f"{ex.meta.get('source', ex.id)}: empty label in split {split}")
+        label_set.index(ex.label, where=f"{ex.meta.get('source', ex.id)} (split {split})")
+        ex.label = label_set.names[label_set.index(ex.label)]
+        kept.append(ex)
+    if dropped:
+        log.info("split %s: dropped by label_map: %s", split, dict(dropped))
+    return kept
+
+
+def load_splits(config: Config) -> tuple[Splits, LabelSet]:
+    """Examples for every split the source has, labels checked, dialogue context attached."""
+    data = config.data
+    label_set = label_set_from_config(data)
+    splits = read_source(data)
+    text_cfg = config.model.encoders.get("text") if "text" in config.model.modalities else None
+    past = getattr(text_cfg, "context_turns", 0) if text_cfg is not None else 0
+    future = getattr(text_cfg, "future_turns", 0) if text_cfg is not None else 0
+    out = {}
+    for name, examples in splits.splits.items():
+        examples = apply_labels(examples, label_set, data.label_map, name)
+        examples = attach_context(examples, past, future)
+        if data.max_examples is not None:
+            examples = examples[: data.max_examples]
+        out[name] = examples
+    return Splits(out), label_set

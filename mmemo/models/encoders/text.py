@@ -1,0 +1,167 @@
+"""Text: any BERT/RoBERTa/MiniLM checkpoint through transformers, with optional dialogue context.
+
+The target utterance is marked in ``target_mask``; the pooled embedding averages only its tokens, so
+context informs the representation without diluting it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mmemo.config import DataConfig, EncoderConfig
+from mmemo.data.examples import Example, Turn
+from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
+from mmemo.models.encoders.hf import load_hf_model, resolve_checkpoint
+from mmemo.registry import register_encoder
+
+
+@dataclass
+class HFTextConfig(EncoderConfig):
+    name: str = "hf_text"
+    checkpoint: str = "sentence-transformers/all-MiniLM-L6-v2"
+    pretrained: bool = True
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # AutoConfig overrides (tiny test models)
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = 128
+    context_turns: int = 0  # previous utterances of the same dialogue
+    future_turns: int = 0  # following utterances (only where the application has them)
+    speaker_names: bool = True  # prefix each turn with "Speaker: "
+    gradient_checkpointing: bool = False
+
+
+class TextProcessor(Processor):
+    """Tokenises ``[CLS] past turns [SEP] target [SEP] future turns [SEP]`` and marks the target."""
+
+    modality = "text"
+
+    def __init__(self, config: HFTextConfig, data: DataConfig | None = None, base_dir: str | Path | None = None):
+        from transformers import AutoTokenizer
+
+        self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(config.checkpoint, base_dir))
+        tok = self.tokenizer
+        self.bos = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        self.sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    def _format(self, turn: Turn) -> str:
+        if self.config.speaker_names and turn.speaker and (self.config.context_turns or self.config.future_turns):
+            return f"{turn.speaker}: {turn.text}"
+        return turn.text
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode(self, text: str, speaker: str | None = None, before: tuple[Turn, ...] = (), after: tuple[Turn, ...] = ()) -> dict[str, torch.Tensor]:
+        budget = self.config.max_length - 2 - (1 if before else 0) - (1 if after else 0)
+        target = self._ids(self._format(Turn(speaker, text)))[: max(1, budget)]
+        budget -= len(target)
+        past: list[int] = []
+        for turn in reversed(before):  # most recent first, until the budget is spent
+            ids = self._ids(self._format(turn))
+            if not budget:
+                break
+            ids = ids[-budget:]
+            past = ids + ([self.sep] if past else []) + past
+            budget -= len(ids) + (1 if len(past) > len(ids) else 0)
+            budget = max(budget, 0)
+        future: list[int] = []
+        for turn in after:
+            if budget <= 0:
+                break
+            ids = self._ids(self._format(turn))[:budget]
+            future = future + ([self.sep] if future else []) + ids
+            budget -= len(ids) + 1
+        ids = [self.bos]
+        if past:
+            ids += past + [self.sep]
+        start = len(ids)
+        ids += target
+        end = len(ids)
+        ids += [self.sep]
+        if future:
+            ids += future + [self.sep]
+        ids = ids[: self.config.max_length]
+        target_mask = torch.zeros(len(ids), dtype=torch.bool)
+        target_mask[start:min(end, len(ids))] = True
+        return {"input_ids": torch.tensor(ids, dtype=torch.long), "target_mask": target_mask}
+
+    def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:
+        if example.text is None or not example.text.strip():
+            return None
+        return self.encode(example.text, example.speaker, example.context_before, example.context_after)
+
+    def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = pad_stack([it["input_ids"] for it in items], self.pad)
+        target_mask, _ = pad_stack([it["target_mask"] for it in items], False)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "target_mask": target_mask}
+
+
+@register_encoder("hf_text", config=HFTextConfig, modality="text")
+class HFTextEncoder(Encoder):
+    """A transformers text model (BERT, RoBERTa, MiniLM...) by hub id or local folder."""
+
+    modality = "text"
+    processor_class = TextProcessor
+
+    def __init__(self, config: HFTextConfig, base_dir: str | Path | None = None):
+        super().__init__(config, base_dir)
+        self.model = load_hf_model(config.checkpoint, None, config.pretrained, config.model_overrides, base_dir)
+        if config.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.dim = self.model.config.hidden_size
+
+    @classmethod
+    def build_processor(cls, config: HFTextConfig, data: DataConfig | None, base_dir=None) -> TextProcessor:
+        return TextProcessor(config, data, base_dir)
+
+    def backbone(self) -> nn.Module:
+        return self.model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor | None = None) -> ModalityEmbedding:
+        mask = attention_mask.bool()
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            pooled = masked_mean(hidden, target_mask if target_mask is not None else mask)
+        return ModalityEmbedding(hidden, mask, pooled)
+
+    def parameter_groups(self, lr: float, encoder_lr: float, layer_decay: float = 1.0) -> list[dict]:
+        """Layer-wise learning-rate decay: layer i of L trains at ``encoder_lr * layer_decay**(L - i)``."""
+        if layer_decay >= 1.0:
+            return super().parameter_groups(lr, encoder_lr, layer_decay)
+        num_layers = self.model.config.num_hidden_layers
+        buckets: dict[int, list[nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            depth = num_layers  # pooler and anything above the last layer
+            if "embeddings" in name:
+                depth = 0
+            else:
+                parts = name.split(".")
+                for i, part in enumerate(parts[:-1]):
+                    if part in ("layer", "layers") and parts[i + 1].isdigit():
+                        depth = int(parts[i + 1]) + 1
+                        break
+            buckets.setdefault(depth, []).append(p)
+        groups = [
+            {"params": ps, "lr": encoder_lr * layer_decay ** (num_layers - d), "name": f"text.layer{d}"}
+            for d, ps in sorted(buckets.items())
+        ]
+        head = list(self.head_parameters())
+        if head:
+            groups.append({"params": head, "lr": lr, "name": "text.head"})
+        return groups
+
+    def save_assets(self, directory: Path, relative: str) -> dict[str, Any]:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.config.save_pretrained(directory)
+        TextProcessor(self.config, base_dir=self.base_dir).tokenizer.save_pretrained(directory)
+        return {"checkpoint": relative, "pretrained": False, "model_overrides": {}}

@@ -1,0 +1,146 @@
+"""Vision: a timm backbone applied to each of K sampled frames, then pooled over time.
+
+Frames travel as uint8 from the workers (4x less to copy than float) and are normalised on the
+model's device. A still image is a one-frame video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mmemo.config import DataConfig, EncoderConfig
+from mmemo.data.examples import Example
+from mmemo.data.media import load_image, load_video_frames
+from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
+from mmemo.registry import register_encoder
+
+
+@dataclass
+class TimmConfig(EncoderConfig):
+    name: str = "timm"
+    backbone: str = "resnet18"
+    pretrained: bool = False  # timm weights from the hub; offline, give checkpoint_path instead
+    checkpoint_path: str | None = None  # a local weights file (safetensors or timm .pth) for the backbone
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # kwargs for timm.create_model
+    image_size: int | None = None  # None: the backbone's default input size
+    grayscale: bool = False  # drop colour (removes a colour-vs-greyscale shortcut in some face datasets)
+    temporal: Literal["mean", "attention", "transformer"] = "mean"
+    temporal_layers: int = 1
+    temporal_heads: int = 4
+    dim: int | None = None  # project frame features to this size (None: the backbone's)
+
+
+def _pretrained_cfg(backbone: str) -> dict[str, Any]:
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(backbone)
+    except Exception:  # noqa: BLE001 - unknown tags, third-party models
+        cfg = None
+    cfg = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else (cfg or {})
+    return cfg
+
+
+class FrameProcessor(Processor):
+    """A video path -> ``num_frames`` uint8 frames; an image path -> one frame; resized in the decoder."""
+
+    modality = "vision"
+
+    def __init__(self, config: TimmConfig, data: DataConfig | None):
+        self.config = config
+        self.num_frames = data.num_frames if data else 8
+        cfg = _pretrained_cfg(config.backbone)
+        self.image_size = config.image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
+
+    def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:
+        if example.video is not None:
+            frames = load_video_frames(example.video, self.num_frames, self.image_size)
+        elif example.image is not None:
+            frames = load_image(example.image, self.image_size)
+        else:
+            return None
+        return {"frames": frames}
+
+    def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        frames, mask = pad_stack([it["frames"] for it in items])
+        return {"frames": frames, "frame_mask": mask}
+
+
+class TemporalPooling(nn.Module):
+    """Frame features ``[B, K, D]`` -> ``[B, D]``: mean, attention weights, or a small transformer."""
+
+    def __init__(self, kind: str, dim: int, layers: int = 1, heads: int = 4, max_frames: int = 64):
+        super().__init__()
+        self.kind = kind
+        if kind == "attention":
+            self.score = nn.Sequential(nn.Linear(dim, dim // 2 or 1), nn.Tanh(), nn.Linear(dim // 2 or 1, 1))
+        elif kind == "transformer":
+            heads = max(1, min(heads, dim))
+            while dim % heads:
+                heads -= 1
+            self.pos = nn.Parameter(torch.zeros(1, max_frames, dim))
+            layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.1, batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        elif kind != "mean":
+            raise ValueError(f"temporal pooling '{kind}' unknown; allowed: mean, attention, transformer")
+
+    def forward(self, seq: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "transformer":
+            seq = self.encoder(seq + self.pos[:, : seq.shape[1]], src_key_padding_mask=~mask)
+        if self.kind == "attention":
+            scores = self.score(seq).squeeze(-1).masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=1).nan_to_num(0.0)
+            return seq, (weights.unsqueeze(-1) * seq).sum(1)
+        return seq, masked_mean(seq, mask)
+
+
+@register_encoder("timm", config=TimmConfig, modality="vision")
+class TimmEncoder(Encoder):
+    """A timm image backbone applied per frame, with mean, attention or transformer temporal pooling."""
+
+    modality = "vision"
+    processor_class = FrameProcessor
+
+    def __init__(self, config: TimmConfig, base_dir: str | Path | None = None):
+        super().__init__(config, base_dir)
+        import timm
+
+        kwargs = dict(config.model_overrides)
+        if config.checkpoint_path:
+            path = Path(config.checkpoint_path).expanduser()
+            if not path.is_absolute() and base_dir is not None and (Path(base_dir) / path).exists():
+                path = Path(base_dir) / path
+            kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        self.model = timm.create_model(
+            config.backbone, pretrained=config.pretrained or bool(config.checkpoint_path), num_classes=0, **kwargs
+        )
+        data_cfg = timm.data.resolve_model_data_config(self.model)
+        self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1) * 255.0, persistent=False)
+        feat = self.model.num_features
+        self.proj = nn.Linear(feat, config.dim) if config.dim else nn.Identity()
+        self.dim = config.dim or feat
+        self.temporal = TemporalPooling(config.temporal, self.dim, config.temporal_layers, config.temporal_heads)
+
+    def backbone(self) -> nn.Module:
+        return self.model
+
+    def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> ModalityEmbedding:
+        b, k = frames.shape[:2]
+        x = frames.flatten(0, 1)
+        real = frame_mask.flatten()
+        x = x[real].float()  # padded frames are never run through the backbone
+        if self.config.grayscale:
+            x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+        x = (x - self.mean) / self.std
+        feats = self.proj(self.model(x))
+        seq = feats.new_zeros(b * k, feats.shape[-1])
+        seq[real] = feats
+        seq = seq.view(b, k, -1)
+        seq, pooled = self.temporal(seq, frame_mask)
+        return ModalityEmbedding(seq, frame_mask, pooled)

