@@ -1,0 +1,7 @@
+"""``python -m mmemo`` is the ``mmemo`` command."""
+
+import sys
+
+from mmemo.cli import main
+
+sys.exit(main())
