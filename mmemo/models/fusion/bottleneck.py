@@ -24,8 +24,10 @@ class BottleneckConfig(AttentionFusionConfig):
         super().validate(key)
         if self.bottleneck_tokens < 1:
             raise ConfigError(f"{key}.bottleneck_tokens: must be >= 1, got {self.bottleneck_tokens}")
-        if not 0 <= self.fusion_layer < self.layers:
-            raise ConfigError(f"{key}.fusion_layer: must be in [0, layers={self.layers}), got {self.fusion_layer}")
+        # One fusion layer writes into the bottleneck, a later one reads it into the CLS tokens.
+        if not 0 <= self.fusion_layer <= self.layers - 2:
+            raise ConfigError(f"{key}.fusion_layer: must be in [0, layers - 2] = [0, {self.layers - 2}] so that at least "
+                              f"two layers share the bottleneck, got {self.fusion_layer} (layers={self.layers})")
 
 
 def present_mean(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -44,7 +46,8 @@ class BottleneckFusion(Fusion):
     (NeurIPS 2021). Each modality has its own transformer over ``[CLS_m; tokens_m]``. From layer
     ``fusion_layer`` on, every stream also attends over ``bottleneck_tokens`` shared tokens; after each
     such layer the bottleneck is the mean of the streams' updated copies, so cross-modal information
-    flows only through that narrow channel. The output is the mean of the streams' CLS vectors (as MBT
+    flows only through that narrow channel; it reaches a CLS token one layer after entering the
+    bottleneck, hence at least two fusion layers. The output is the mean of the streams' CLS vectors (as MBT
     averages the per-stream logits; the head is affine, so the two agree).
 
     Missing modalities: an absent stream is left out of the bottleneck mean and of the CLS mean, so

@@ -68,7 +68,7 @@ class CrossAttentionFusion(Fusion):
 
     Missing modalities: an absent source is masked out of the attention (the block keeps only its
     feed-forward on the target), and an absent target is replaced by a learned "missing" vector, as
-    in ``concat``. With a single modality in the model the blocks reduce to self-attention.
+    in ``concat``. A model of one modality has no cross-modal blocks, only its self-attention layers.
     """
 
     def __init__(self, config: CrossAttentionConfig, input_dims: dict[str, int], modalities: list[str]):
@@ -82,8 +82,7 @@ class CrossAttentionFusion(Fusion):
         sources = len(modalities) - 1
         self.merge = nn.ModuleDict({t: nn.Linear(sources * d, d) if sources > 1 else nn.Identity() for t in modalities})
         self.self_attn = nn.ModuleDict({
-            t: nn.TransformerEncoder(transformer_layer(d, config.heads, p), config.self_layers, enable_nested_tensor=False)
-            for t in modalities
+            t: nn.ModuleList(transformer_layer(d, config.heads, p) for _ in range(config.self_layers)) for t in modalities
         })
         self.norm = nn.ModuleDict({t: nn.LayerNorm(d) for t in modalities})
         self.missing = nn.ParameterDict({t: nn.Parameter(torch.zeros(d)) for t in modalities})
@@ -107,7 +106,9 @@ class CrossAttentionFusion(Fusion):
                     z = layer(z, tokens[s], valid[s])
                 streams.append(z)
             z = self.merge[t](torch.cat(streams, dim=-1)) if streams else tokens[t]
-            z = self.self_attn[t](z, src_key_padding_mask=key_padding_mask(valid[t]))
+            ignore = key_padding_mask(valid[t])
+            for layer in self.self_attn[t]:
+                z = layer(z, src_key_padding_mask=ignore)
             h = masked_mean(self.norm[t](z), valid[t])
             pooled.append(torch.where(self.column(present, t), h, self.missing[t].to(h.dtype).expand_as(h)))
         return self.out(torch.cat(pooled, dim=-1))
