@@ -43,8 +43,8 @@ class Fusion(nn.Module):
 
 def only_present(embedding: ModalityEmbedding, present: torch.Tensor) -> ModalityEmbedding:
     """The embedding with the rows where ``present[B]`` is False set to zeros and an all-false mask."""
-    seq = torch.where(present[:, None, None], embedding.seq, torch.zeros((), dtype=embedding.seq.dtype, device=embedding.seq.device))
-    pooled = torch.where(present[:, None], embedding.pooled, torch.zeros((), dtype=embedding.pooled.dtype, device=embedding.pooled.device))
+    seq = torch.where(present[:, None, None], embedding.seq, 0.0)
+    pooled = torch.where(present[:, None], embedding.pooled, 0.0)
     return ModalityEmbedding(seq, embedding.mask.bool() & present[:, None], pooled)
 
 

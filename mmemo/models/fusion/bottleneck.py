@@ -26,15 +26,15 @@ class BottleneckConfig(AttentionFusionConfig):
             raise ConfigError(f"{key}.bottleneck_tokens: must be >= 1, got {self.bottleneck_tokens}")
         # One fusion layer writes into the bottleneck, a later one reads it into the CLS tokens.
         if not 0 <= self.fusion_layer <= self.layers - 2:
-            raise ConfigError(f"{key}.fusion_layer: must be in [0, layers - 2] = [0, {self.layers - 2}] so that at least "
-                              f"two layers share the bottleneck, got {self.fusion_layer} (layers={self.layers})")
+            raise ConfigError(f"{key}.fusion_layer: must be in [0, layers - 2] so that at least two layers share "
+                              f"the bottleneck, got {self.fusion_layer} with layers={self.layers}")
 
 
 def present_mean(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Mean of ``x[B, M, ...]`` over the modalities present in each row (``present[B, M]``); absent
     entries are selected away, not multiplied by zero, and an empty row gives zeros."""
     keep = present.view(*present.shape, *([1] * (x.dim() - 2)))
-    total = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(1)
+    total = torch.where(keep, x, 0.0).sum(1)
     return total / present.sum(1).clamp_min(1).to(x.dtype).view(-1, *([1] * (x.dim() - 2)))
 
 
@@ -47,8 +47,8 @@ class BottleneckFusion(Fusion):
     ``fusion_layer`` on, every stream also attends over ``bottleneck_tokens`` shared tokens; after each
     such layer the bottleneck is the mean of the streams' updated copies, so cross-modal information
     flows only through that narrow channel; it reaches a CLS token one layer after entering the
-    bottleneck, hence at least two fusion layers. The output is the mean of the streams' CLS vectors (as MBT
-    averages the per-stream logits; the head is affine, so the two agree).
+    bottleneck, hence at least two fusion layers. The output is the mean of the streams' CLS vectors
+    (MBT averages the per-stream logits; the head is affine, so the two agree).
 
     Missing modalities: an absent stream is left out of the bottleneck mean and of the CLS mean, so
     it contributes nothing; CLS and bottleneck tokens are always valid keys, so no attention row is
@@ -83,7 +83,7 @@ class BottleneckFusion(Fusion):
             copies = []
             for m in self.modalities:
                 x = torch.cat([streams[m], shared.to(streams[m].dtype)], dim=1)
-                x = self.layers[m][i](x, src_key_padding_mask=torch.cat([ignore[m], ignore[m].new_zeros(batch, n)], dim=1))
+                x = self.layers[m][i](x, src_key_padding_mask=torch.cat([ignore[m], ignore[m].new_zeros(batch, n)], 1))
                 streams[m], copy = x[:, :-n], x[:, -n:]
                 copies.append(copy)
             shared = present_mean(torch.stack(copies, dim=1), present)

@@ -51,7 +51,7 @@ class CrossModalLayer(nn.Module):
         attended, _ = self.attn(self.norm_target(target), source, source,
                                 key_padding_mask=key_padding_mask(source_valid), need_weights=False)
         has_source = source_valid.any(1)[:, None, None]
-        target = target + torch.where(has_source, self.dropout(attended), torch.zeros((), dtype=attended.dtype, device=attended.device))
+        target = target + torch.where(has_source, self.dropout(attended), 0.0)
         return target + self.dropout(self.ff(self.norm_ff(target)))
 
 

@@ -26,7 +26,7 @@ class TensorConfig(FusionConfig):
 def with_one(h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """``[h; 1]`` where the modality is present and ``[0; 1]`` where it is absent, so an absent
     modality keeps only the terms of the others: ``[0; 1]`` is the neutral element of the product."""
-    h = torch.where(present, h, torch.zeros((), dtype=h.dtype, device=h.device))
+    h = torch.where(present, h, 0.0)
     return torch.cat([h, h.new_ones(h.shape[0], 1)], dim=-1)
 
 
