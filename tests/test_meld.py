@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from mmemo.data.context import attach_context
 from mmemo.data.meld import parse_timestamp, read_meld, read_meld_csv
@@ -82,3 +83,52 @@ def test_context_respects_dialogue_boundaries_and_gaps(shared_data):
         dialogue_texts.setdefault(x.dialogue_id, set()).add(x.text)
     for e in with_ctx:
         assert all(t.text in dialogue_texts[e.dialogue_id] for t in e.context_before + e.context_after)
+
+
+def test_text_with_context_marks_the_target_and_pools_only_it(shared_data):
+    from mmemo.config import from_dict
+    from mmemo.models.encoders.text import HFTextConfig, HFTextEncoder, TextProcessor
+    from tests.conftest import TINY_TEXT
+
+    train = attach_context(read_meld(shared_data / "meld")["train"], past=2, future=1)
+    example = next(e for e in train if e.id == "train/dia1_utt5")  # before: utt3, utt4; after: utt8 (ids skip 6, 7)
+    config = from_dict(HFTextConfig, {**TINY_TEXT, "max_length": 64, "context_turns": 2, "future_turns": 1})
+    processor = TextProcessor(config)
+    tok = processor.tokenizer
+    full = processor(example)
+    target = full["input_ids"][full["target_mask"]].tolist()
+    assert target == tok(f"{example.speaker}: {example.text}", add_special_tokens=False)["input_ids"]
+    ids = full["input_ids"].tolist()
+    start = full["target_mask"].nonzero()[0].item()
+    previous = tok(f"{example.context_before[-1].speaker}: {example.context_before[-1].text}", add_special_tokens=False)["input_ids"]
+    assert ids[start - 1 - len(previous):start - 1] == previous  # the turn just before, then [SEP], then the target
+    following = tok(f"{example.context_after[0].speaker}: {example.context_after[0].text}", add_special_tokens=False)["input_ids"]
+    assert ids[start + len(target) + 1:start + len(target) + 1 + len(following)] == following
+
+    config.max_length = 20  # a tight budget keeps the whole target and the most recent context
+    short = processor(example)
+    assert len(short["input_ids"]) <= 20
+    assert short["input_ids"][short["target_mask"]].tolist() == target
+    assert short["input_ids"][short["target_mask"].nonzero()[0].item() - 2].item() == previous[-1]
+
+    encoder = HFTextEncoder(config).eval()
+    emb = encoder(**processor.collate([full]))
+    mask = full["target_mask"]
+    assert torch.allclose(emb.pooled[0], emb.seq[0, mask].mean(0), atol=1e-6)
+    assert not torch.allclose(emb.pooled[0], emb.seq[0].mean(0), atol=1e-3)  # context informs, does not dilute
+
+
+@pytest.mark.parametrize("max_length", [12, 20, 32])
+def test_text_with_context_fits_max_length_and_keeps_the_target(shared_data, max_length):
+    from mmemo.data.examples import Turn
+    from mmemo.models.encoders.text import HFTextConfig, TextProcessor
+
+    dev = attach_context(read_meld(shared_data / "meld")["dev"], past=3, future=2)[:200]
+    processor = TextProcessor(HFTextConfig(context_turns=3, future_turns=2, max_length=max_length))
+    for example in dev:
+        out = processor(example)
+        ids = out["input_ids"].tolist()
+        target = processor._ids(processor._format(Turn(example.speaker, example.text)))
+        assert len(ids) <= max_length and ids[0] == processor.bos and ids[-1] == processor.sep, example.id
+        if len(target) <= max_length - 4:  # room for [CLS], [SEP]s and the target: it is never cut
+            assert out["input_ids"][out["target_mask"]].tolist() == target, example.id

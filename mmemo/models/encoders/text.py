@@ -63,20 +63,20 @@ class TextProcessor(Processor):
         budget -= len(target)
         past: list[int] = []
         for turn in reversed(before):  # most recent first, until the budget is spent
-            ids = self._ids(self._format(turn))
-            if not budget:
+            join = 1 if past else 0  # the [SEP] between this turn and the later ones counts too
+            if budget - join <= 0:
                 break
-            ids = ids[-budget:]
+            ids = self._ids(self._format(turn))[-(budget - join):]
             past = ids + ([self.sep] if past else []) + past
-            budget -= len(ids) + (1 if len(past) > len(ids) else 0)
-            budget = max(budget, 0)
+            budget -= len(ids) + join
         future: list[int] = []
         for turn in after:
-            if budget <= 0:
+            join = 1 if future else 0
+            if budget - join <= 0:
                 break
-            ids = self._ids(self._format(turn))[:budget]
+            ids = self._ids(self._format(turn))[: budget - join]
             future = future + ([self.sep] if future else []) + ids
-            budget -= len(ids) + 1
+            budget -= len(ids) + join
         ids = [self.bos]
         if past:
             ids += past + [self.sep]

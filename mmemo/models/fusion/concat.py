@@ -9,7 +9,7 @@ from torch import nn
 
 from mmemo.config import FusionConfig
 from mmemo.models.encoders.base import ModalityEmbedding
-from mmemo.models.fusion.base import Fusion
+from mmemo.models.fusion.base import Fusion, pooled_projections
 from mmemo.registry import register_fusion
 
 
@@ -29,11 +29,11 @@ class ConcatFusion(Fusion):
     def __init__(self, config: ConcatConfig, input_dims: dict[str, int], modalities: list[str]):
         super().__init__(config, input_dims, modalities)
         d = config.dim
-        self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(input_dims[m], d), nn.LayerNorm(d)) for m in modalities})
+        self.proj = pooled_projections(input_dims, modalities, d)
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m in modalities})
         self.mlp = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(d * len(modalities), d), nn.GELU(), nn.Dropout(config.dropout))
 
-    def forward(self, embeddings: dict[str, ModalityEmbedding], present: torch.Tensor) -> torch.Tensor:
+    def fuse(self, embeddings: dict[str, ModalityEmbedding], present: torch.Tensor) -> torch.Tensor:
         parts = []
         for m in self.modalities:
             h = self.proj[m](embeddings[m].pooled)
