@@ -30,7 +30,7 @@ def read_manifest_file(
     path = Path(path)
     columns = dict(columns or {})
     rows = read_table(path)
-    header = set(rows[0][1]) if rows else set()
+    header = set().union(*(row for _, row in rows))  # JSONL rows may each hold different keys
     # A field maps to the column named in `columns`, else to a column of the field's own name.
     mapping = {f: columns.get(f, f) for f in MANIFEST_FIELDS}
     for f, col in columns.items():
