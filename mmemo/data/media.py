@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"}
@@ -136,6 +137,10 @@ def load_video_frames(path: str | os.PathLike, num_frames: int = 8, size: int | 
             if not container.streams.video:
                 raise MediaError(p, "no video track")
             stream = container.streams.video[0]
+            if get_worker_info() is not None:  # DataLoader workers already decode in parallel
+                stream.thread_count = 1
+            else:  # the main process decodes while nothing else runs: frame threads use every core
+                stream.thread_type = "AUTO"
             count = _frame_count(container, stream)
             rate = float(stream.average_rate or stream.guessed_rate or 25)
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
