@@ -23,6 +23,7 @@ the wrong type (say an int, or an audio array without its sample rate) raises ``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -151,6 +152,8 @@ class InputPreparer:
         inputs: dict[str, Any] = {}
         dropped: list[tuple[str, str]] = []  # (modality, why)
         notes = self._ignored(example)
+        example, context_note = self._fit_context(example)
+        notes += context_note
         for m, processor in self.processors.items():
             inputs[m] = None
             source = _source(example, m)
@@ -186,6 +189,17 @@ class InputPreparer:
         elif example.video is not None and example.image is not None:
             notes.append("image ignored: vision reads the video's frames")
         return notes
+
+    def _fit_context(self, example: Example) -> tuple[Example, list[str]]:
+        """Keep the dialogue context the text encoder was trained with: its last ``context_turns`` turns."""
+        text = self.processors.get("text")
+        if not example.context_before or text is None:
+            return example, []
+        past = getattr(text.config, "context_turns", 0)
+        if past <= 0:
+            return dataclasses.replace(example, context_before=()), [
+                "context ignored: this model's text encoder was trained without dialogue context (context_turns: 0)"]
+        return dataclasses.replace(example, context_before=example.context_before[-past:]), []
 
     def _cut(self, modality: str, example: Example, processor: Any, tensors: dict[str, torch.Tensor]) -> list[str]:
         """Warnings for inputs longer than the model reads (the long-input rule in the module docstring)."""

@@ -204,7 +204,6 @@ def _pil_frames(m):
 
 INPUT_KINDS = {
     "text": (lambda m: {"text": TEXT}, ["text"]),
-    "text with context": (lambda m: {"text": TEXT, "context": ["Hi.", ("Ross", "What?")], "speaker": "Rachel"}, ["text"]),
     "wav": (lambda m: {"audio": m["voice.wav"]}, ["audio"]),
     "flac": (lambda m: {"audio": m["voice.flac"]}, ["audio"]),
     "mp3": (lambda m: {"audio": m["voice.mp3"]}, ["audio"]),
@@ -237,6 +236,23 @@ def test_each_input_kind(rec, media, kind):
     assert pred.warnings == []
     assert set(pred.probs) == set(rec.labels) and sum(pred.probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert pred.label == max(pred.probs, key=pred.probs.get)
+
+
+def test_dialogue_context_is_used_as_in_training(rec, tmp_path):
+    context = ["Where were you?", ("Ross", "We were on a break!"), ("Monica", "Not again.")]
+    ignored = rec.predict(text=TEXT, context=context, speaker="Rachel")
+    assert ignored.warnings == ["context ignored: this model's text encoder was trained without dialogue context "
+                                "(context_turns: 0)"]
+    assert ignored.probs == rec.predict(text=TEXT).probs
+
+    config = tiny_config(None, modalities=("text",), model__encoders__text__context_turns=2)
+    label_set = get_label_set("meld7")
+    with_context = EmotionRecognizer(EmotionModel(config.model, len(label_set)).eval(), config, label_set, device="cpu")
+    pred = with_context.predict(text=TEXT, context=context, speaker="Rachel")
+    assert pred.warnings == [] and pred.probs != with_context.predict(text=TEXT, speaker="Rachel").probs
+    # the last two turns, as training's attach_context gives them
+    assert pred.probs == with_context.predict(text=TEXT, context=context[1:], speaker="Rachel").probs
+    assert pred.probs != with_context.predict(text=TEXT, context=context[2:], speaker="Rachel").probs
 
 
 def test_in_memory_inputs_match_their_files(rec, media):
