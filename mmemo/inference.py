@@ -122,12 +122,12 @@ def check_input_types(text=None, audio=None, video=None, image=None, context=Non
                 fail("context", "a list of strings or (speaker, text) pairs", turn)
 
 
-def make_example(id: str = "input", text: str | None = None, audio: Any = None, video: Any = None, image: Any = None,
+def make_example(example_id: str = "input", text: str | None = None, audio: Any = None, video: Any = None, image: Any = None,
                  context: Sequence | None = None, speaker: str | None = None, use_video_audio: bool = True) -> Example:
     """An ``Example`` from ``predict`` keywords; a video file stands in for the audio when none is given."""
     check_input_types(text, audio, video, image, context, speaker)
     turns = tuple(Turn(None, t) if isinstance(t, str) else Turn(*t) for t in (context or ()))
-    example = Example(id=id, text=text, audio=audio, video=video, image=image, speaker=speaker, context_before=turns)
+    example = Example(id=example_id, text=text, audio=audio, video=video, image=image, speaker=speaker, context_before=turns)
     return with_video_audio(example) if use_video_audio else example
 
 
