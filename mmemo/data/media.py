@@ -157,12 +157,15 @@ def load_video_frames(path: str | os.PathLike, num_frames: int = 8, size: int | 
 
 def _decode_at(container, stream, times: list[float], tolerance: float, size: int | None) -> list[np.ndarray]:
     """The frame on screen at each of ``times`` (ascending), as RGB ``[H, W, 3]`` arrays."""
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()  # one swscale context for every frame (a frame's own is built per frame)
 
     def rgb(frame) -> np.ndarray:
         if not size:
-            return frame.to_ndarray(format="rgb24")
+            return reformatter.reformat(frame, format="rgb24").to_ndarray()
         w, h = _scaled_size(frame.width, frame.height, size)
-        arr = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="BILINEAR")
+        arr = reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
         top, left = (h - size) // 2, (w - size) // 2
         return arr[top : top + size, left : left + size]
 
@@ -346,13 +349,15 @@ def _resize_like_decoder(frames: torch.Tensor, size: int | None) -> torch.Tensor
     if not size:
         return frames.contiguous()
     import av
+    from av.video.reformatter import VideoReformatter
 
+    reformatter = VideoReformatter()
     out = []
     for f in frames.permute(0, 2, 3, 1).contiguous().numpy():
         h, w = f.shape[:2]
         new_w, new_h = _scaled_size(w, h, size)
-        arr = av.VideoFrame.from_ndarray(f, format="rgb24").to_ndarray(
-            width=new_w, height=new_h, format="rgb24", interpolation="BILINEAR")
+        arr = reformatter.reformat(av.VideoFrame.from_ndarray(f, format="rgb24"), width=new_w, height=new_h,
+                                   format="rgb24", interpolation="BILINEAR").to_ndarray()
         top, left = (new_h - size) // 2, (new_w - size) // 2
         out.append(arr[top : top + size, left : left + size])
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
