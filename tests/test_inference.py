@@ -17,6 +17,7 @@ from mmemo.data.examples import Example
 from mmemo.inference import EmotionRecognizer, InputError
 from mmemo.labels import get_label_set
 from mmemo.models.model import EmotionModel
+from mmemo.registry import FUSIONS
 from tests.conftest import tiny_config
 
 SR = 16000
@@ -288,6 +289,19 @@ def test_contributions_are_the_effect_of_removing_each_modality(rec, media):
         assert full.contributions[modality] == pytest.approx(full.probs[full.label] - without.probs[full.label], abs=1e-6)
     assert any(abs(c) > 1e-4 for c in full.contributions.values())
     assert rec.predict(text=TEXT).contributions == {}  # one modality: nothing to remove it against
+
+
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+def test_contributions_with_every_fusion(media, fusion):
+    config = tiny_config(None, model__fusion={"name": fusion, "dim": 16})
+    label_set = get_label_set("meld7")
+    torch.manual_seed(0)
+    rec = EmotionRecognizer(EmotionModel(config.model, len(label_set)).eval(), config, label_set, device="cpu")
+    inputs = {"text": TEXT, "audio": media["voice.wav"], "video": media["frames"]}
+    full = rec.predict(**inputs)
+    without_audio = rec.predict(text=TEXT, video=media["frames"])
+    assert full.contributions["audio"] == pytest.approx(full.probs[full.label] - without_audio.probs[full.label], abs=1e-5)
+    assert all(np.isfinite(list(full.contributions.values())))
 
 
 def _bad_inputs(tmp):
