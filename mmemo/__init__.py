@@ -1,7 +1,7 @@
 """mmemo: multimodal emotion recognition. Raw media in, honest numbers out."""
 
 from mmemo.config import Config, ConfigError, load_config
-from mmemo.inference import EmotionRecognizer, Prediction
+from mmemo.inference import EmotionRecognizer, InputError, Prediction
 from mmemo.labels import LabelSet, get_label_set
 from mmemo.models.model import EmotionModel, EmotionModelOutput
 from mmemo.registry import list_models
@@ -15,6 +15,7 @@ __all__ = [
     "EmotionModel",
     "EmotionModelOutput",
     "EmotionRecognizer",
+    "InputError",
     "LabelSet",
     "Prediction",
     "TrainResult",

@@ -42,18 +42,60 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from mmemo.inference import EmotionRecognizer
 
-    recognizer = EmotionRecognizer.from_pretrained(args.run, device=args.device)
-    pred = recognizer.predict(text=args.text, audio=args.audio, video=args.video, image=args.image)
-    if args.json:
-        print(json.dumps(pred.to_dict(), indent=2))
+    recognizer = EmotionRecognizer.from_pretrained(args.run, device=args.device, allow_pickle=args.allow_pickle)
+    if args.manifest:
+        bad = [c for c in args.column if "=" not in c]
+        if bad:
+            raise ConfigError(f"--column {bad[0]!r}: expected FIELD=COLUMN, e.g. audio=file")
+        columns = dict(c.split("=", 1) for c in args.column)
+        preds = recognizer.predict_batch(args.manifest, batch_size=args.batch_size, num_workers=args.num_workers,
+                                         columns=columns)
+        out = open(args.out, "w", newline="") if args.out else sys.stdout
+        try:
+            if args.json:
+                for pred in preds:
+                    out.write(json.dumps(pred.to_dict()) + "\n")
+            else:
+                write_predictions_csv(preds, out, recognizer.labels, recognizer.modalities)
+        finally:
+            if args.out:
+                out.close()
+        failed = sum(p.error is not None for p in preds)
+        where = f" to {args.out}" if args.out else ""
+        print(f"{len(preds)} predictions written{where}; {failed} without a usable input", file=sys.stderr)
         return 0
-    print(f"label: {pred.label}   (modalities used: {', '.join(pred.modalities)})")
+    logging.getLogger("mmemo").setLevel(logging.ERROR)  # the output below carries the warnings
+    pred = recognizer.predict(text=args.text, audio=args.audio, video=args.video, image=args.image,
+                              context=args.context or None, speaker=args.speaker)
+    print(json.dumps(pred.to_dict(), indent=2) if args.json else format_prediction(pred))
+    return 0
+
+
+def format_prediction(pred) -> str:
+    """A prediction as a readable table: probabilities with bars, then each modality's contribution."""
+    lines = [f"prediction: {pred.label}   (from {', '.join(pred.modalities)})", ""]
     width = max(len(k) for k in pred.probs)
     for name, p in sorted(pred.probs.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:<{width}}  {p:6.3f}  {'#' * int(round(p * 40))}")
-    for w in pred.warnings:
-        print(f"warning: {w}")
-    return 0
+        lines.append(f"  {name:<{width}}  {p:6.3f}  {'#' * int(round(p * 40))}")
+    if pred.contributions:
+        lines += ["", f"contribution to p({pred.label}): p with every input minus p without that modality"]
+        lines += [f"  {m:<{width}}  {c:+6.3f}" for m, c in pred.contributions.items()]
+    lines += [f"warning: {w}" for w in pred.warnings]
+    return "\n".join(lines)
+
+
+def write_predictions_csv(preds, out, labels: list[str], modalities: list[str]) -> None:
+    """One row per input: id, label, a probability per class, modalities used, contributions, warnings."""
+    import csv
+
+    writer = csv.writer(out)
+    writer.writerow(["id", "label", *(f"p_{c}" for c in labels), "modalities", *(f"contribution_{m}" for m in modalities),
+                     "warnings", "error"])
+    for p in preds:
+        writer.writerow([p.id, p.label or "", *(f"{p.probs[c]:.6f}" if p.probs else "" for c in labels),
+                         "+".join(p.modalities),
+                         *(f"{p.contributions[m]:+.6f}" if m in p.contributions else "" for m in modalities),
+                         " | ".join(p.warnings), p.error or ""])
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
@@ -95,14 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("predict", help="predict the emotion of one input")
-    p.add_argument("run", help="run folder or saved model folder")
+    p = sub.add_parser("predict", help="predict the emotion of one input, or of every row of a manifest")
+    p.add_argument("run", help="run folder, saved model folder or Hugging Face Hub repo id")
     p.add_argument("--text")
-    p.add_argument("--audio")
-    p.add_argument("--video")
+    p.add_argument("--audio", help="audio file (or a video file: its audio track)")
+    p.add_argument("--video", help="video file; its audio track is the audio input unless --audio is given")
     p.add_argument("--image")
-    p.add_argument("--device")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--context", nargs="*", default=[], help="earlier turns of the dialogue, oldest first")
+    p.add_argument("--speaker")
+    p.add_argument("--manifest", help="CSV/JSONL with text/audio/video/image columns: predict every row")
+    p.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
+                   help="manifest column for a field, e.g. audio=file (repeatable)")
+    p.add_argument("--out", help="with --manifest: write the predictions here (default: stdout)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-workers", type=int, default=0, help="processes decoding the manifest's media")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow a pickled .bin/.pt checkpoint (trusted sources only)")
+    p.add_argument("--json", action="store_true", help="print JSON (with --manifest: JSON Lines)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("demo-data", help="write the embedded MELD-shaped demo data")
@@ -131,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # data errors and the like: one readable line, no traceback
         from mmemo.data.media import MediaError
         from mmemo.data.tables import DataError
+        from mmemo.inference import InputError
         from mmemo.labels import LabelError
         from mmemo.training.trainer import NonFiniteLossError
 
-        if isinstance(exc, (DataError, MediaError, LabelError, NonFiniteLossError)):
+        if isinstance(exc, (DataError, MediaError, LabelError, NonFiniteLossError, InputError)):
             print(f"mmemo: error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from mmemo.data.demo import make_frames, write_clip
 from mmemo.data.media import MediaError, load_audio, load_image, load_video_frames, uniform_indices
@@ -77,3 +78,48 @@ def test_undecodable_files_name_the_file_and_reason(tmp_path):
     text.write_text("not an image")
     with pytest.raises(MediaError, match="photo.png: cannot decode image"):
         load_image(text)
+
+
+def _numbered_clip(path, n_frames, keyframe_every, fps=24):
+    """Frame i shows i in its colour (4 bits per channel), so a test can tell which frames were sampled."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("h264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        stream.codec_context.gop_size = keyframe_every
+        for i in range(n_frames):
+            rgb = np.zeros((48, 64, 3), np.uint8)
+            rgb[..., 0], rgb[..., 1], rgb[..., 2] = (i % 16) * 16, (i // 16 % 16) * 16, (i // 256) * 16
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _frame_numbers(frames):
+    digits = (frames.float().mean(dim=(2, 3)) / 16).round().long()
+    return (digits[:, 0] + 16 * digits[:, 1] + 256 * digits[:, 2]).tolist()
+
+
+@pytest.mark.parametrize("keyframe_every", [24, 100000])
+def test_long_video_samples_the_right_frames_with_or_without_keyframes_to_seek_to(tmp_path, keyframe_every):
+    n = 24 * 60  # a minute: sampled frames lie far apart, so the decoder seeks (or, with one keyframe, decodes through)
+    _numbered_clip(tmp_path / "long.mp4", n, keyframe_every)
+    frames = load_video_frames(tmp_path / "long.mp4", num_frames=6, size=None)
+    assert frames.shape == (6, 3, 48, 64)
+    assert _frame_numbers(frames) == uniform_indices(n, 6)
+
+
+def test_in_memory_audio_layouts_and_integer_pcm():
+    from mmemo.data.media import read_audio
+
+    sr = 8000
+    tone = (0.5 * np.sin(2 * np.pi * 300 * np.arange(sr) / sr)).astype(np.float32)
+    mono = read_audio((tone, sr), sample_rate=16000)
+    assert mono.shape == (16000,) and mono.dtype == torch.float32
+    stereo_first = read_audio((np.stack([tone, tone]), sr), sample_rate=16000)  # [channels, samples]
+    stereo_last = read_audio((np.stack([tone, tone], 1), sr), sample_rate=16000)  # [samples, channels]
+    assert torch.allclose(stereo_first, mono) and torch.allclose(stereo_last, mono)
+    pcm16 = read_audio(((tone * 32768).astype(np.int16), sr), sample_rate=sr)
+    assert torch.allclose(pcm16, torch.from_numpy(tone), atol=1e-4)
+    assert read_audio((tone, sr), sample_rate=sr, max_seconds=0.25).numel() == sr // 4

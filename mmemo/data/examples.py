@@ -14,14 +14,15 @@ class Turn:
 
 @dataclass
 class Example:
-    """One utterance. Media fields are paths; ``None`` means the example has no such input."""
+    """One utterance. Media fields are paths (readers) or in-memory values (the Python API, see
+    ``mmemo.data.media.read_audio``/``read_video``/``read_image``); ``None`` means no such input."""
 
     id: str
     label: str | None = None
     text: str | None = None
-    audio: str | None = None  # a path; for MELD the clip itself (its audio track)
-    video: str | None = None
-    image: str | None = None  # a still image is a one-frame video
+    audio: Any = None  # a path (for MELD the clip itself: its audio track) or (array, sample_rate)
+    video: Any = None  # a path, or frames in memory
+    image: Any = None  # a path or an image in memory; a still image is a one-frame video
     speaker: str | None = None
     dialogue_id: str | None = None
     utterance_id: int | None = None
@@ -30,7 +31,7 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def visual(self) -> str | None:
+    def visual(self) -> Any:
         return self.video or self.image
 
 

@@ -23,13 +23,14 @@ def _resolve(base: Path, value: str) -> str | None:
 
 
 def read_manifest_file(
-    path: str | Path, columns: dict[str, str] | None = None, split: str | None = None
+    path: str | Path, columns: dict[str, str] | None = None, split: str | None = None, require_label: bool = True
 ) -> list[tuple[str | None, Example]]:
-    """Examples of one manifest file, each with the raw value of its row's split column (if asked)."""
+    """Examples of one manifest file, each with the raw value of its row's split column (if asked);
+    ``require_label=False`` reads inputs to predict on."""
     path = Path(path)
     columns = dict(columns or {})
     rows = read_table(path)
-    header = set(rows[0][1]) if rows else set()
+    header = set().union(*(row for _, row in rows))  # JSONL rows may each hold different keys
     # A field maps to the column named in `columns`, else to a column of the field's own name.
     mapping = {f: columns.get(f, f) for f in MANIFEST_FIELDS}
     for f, col in columns.items():
@@ -38,7 +39,7 @@ def read_manifest_file(
     mapping = {f: c for f, c in mapping.items() if c in header}
     if not any(f in mapping for f in ("text", *MEDIA_FIELDS)):
         raise DataError(f"{path}: no text, audio, video or image column; map one in data.manifest.columns")
-    if "label" not in mapping:
+    if "label" not in mapping and require_label:
         raise DataError(f"{path}: no label column; set data.manifest.columns.label (columns: {', '.join(sorted(header))})")
     base = path.parent
     out = []

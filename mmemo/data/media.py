@@ -1,7 +1,9 @@
-"""Decoding media files into tensors, through torchcodec (FFmpeg) for audio and video and PIL for images.
+"""Decoding media into tensors: torchcodec (FFmpeg) for audio, PyAV (FFmpeg) for video frames, PIL for
+images; besides files, the in-memory values the Python API accepts (arrays, tensors, PIL images).
 
-Every failure becomes a ``MediaError`` that names the file and a short reason, so a corrupt clip can be
-skipped and counted instead of stopping a run with a traceback from inside a decoder.
+Every failure becomes a ``MediaError`` that names the file (or the in-memory input) and a short reason,
+so a corrupt clip can be skipped and counted instead of stopping a run with a traceback from inside a
+decoder.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"}
@@ -85,18 +88,6 @@ def is_silent(wav: torch.Tensor, threshold: float = 1e-4) -> bool:
     return wav.numel() == 0 or float(wav.abs().max()) < threshold
 
 
-def _resize_transforms(width: int, height: int, size: int | None):
-    """Shorter side to ``size`` then a centre square crop, done inside the decoder so that a 720p
-    frame never exists in memory at full size."""
-    if not size:
-        return None
-    from torchcodec.transforms import CenterCrop, Resize
-
-    scale = size / min(width, height)
-    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
-    return [Resize((new_h, new_w)), CenterCrop((size, size))]
-
-
 def uniform_indices(num_available: int, k: int) -> list[int]:
     """Centres of ``k`` equal segments over ``num_available`` frames (repeats when the clip is short)."""
     if num_available <= 0:
@@ -104,37 +95,113 @@ def uniform_indices(num_available: int, k: int) -> list[int]:
     return [min(num_available - 1, int(math.floor((i + 0.5) * num_available / k))) for i in range(k)]
 
 
+# A sampled frame further ahead than this is reached by seeking to the keyframe before it instead of
+# decoding every frame in between, so a long video costs K seeks, not a full decode.
+SEEK_GAP_SECONDS = 3.0
+
+
+def _scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
+    scale = size / min(width, height)
+    return max(size, round(width * scale)), max(size, round(height * scale))
+
+
+def _frame_count(container, stream) -> int:
+    if stream.frames:
+        return int(stream.frames)
+    duration = None
+    if stream.duration is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    rate = stream.average_rate or stream.guessed_rate
+    if duration and rate:
+        return max(1, round(duration * float(rate)))
+    count = sum(1 for packet in container.demux(stream) if packet.size)  # no header: count packets
+    container.seek(0)
+    return count
+
+
 def load_video_frames(path: str | os.PathLike, num_frames: int = 8, size: int | None = None) -> torch.Tensor:
     """``num_frames`` RGB frames sampled uniformly across the clip, uint8 ``[K, 3, H, W]``.
 
-    Only the sampled frames are materialised; the decoder seeks to each.
+    Decoded with PyAV; only the sampled frames are converted to RGB, and resized in the same swscale
+    pass (shorter side to ``size``, then a centre square crop), so a full-size RGB frame never exists.
     """
     p = _check_file(path)
     if p.suffix.lower() in IMAGE_SUFFIXES:
         return load_image(p, size)
-    from torchcodec.decoders import VideoDecoder
+    import av
 
     try:
-        probe = VideoDecoder(str(p), seek_mode="approximate")
-        meta = probe.metadata
-        width, height = meta.width, meta.height
-        transforms = _resize_transforms(width, height, size)
-        decoder = VideoDecoder(str(p), transforms=transforms) if transforms else probe
-        count = decoder.metadata.num_frames or len(decoder)
-    except (RuntimeError, ValueError) as exc:
-        msg = str(exc).lower()
-        if "video stream" in msg or "no valid stream" in msg or "best stream" in msg:
-            raise MediaError(p, "no video track") from None
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise MediaError(p, "no video track")
+            stream = container.streams.video[0]
+            if get_worker_info() is not None:  # DataLoader workers already decode in parallel
+                stream.thread_count = 1
+            else:  # the main process decodes while nothing else runs: frame threads use every core
+                stream.thread_type = "AUTO"
+            count = _frame_count(container, stream)
+            rate = float(stream.average_rate or stream.guessed_rate or 25)
+            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            times = [start + i / rate for i in uniform_indices(count, num_frames)]
+            frames = _decode_at(container, stream, times, 0.5 / rate, size)
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
         raise MediaError(p, "cannot decode video", _short(exc)) from None
-    if not count:
+    if not frames:
         raise MediaError(p, "no video frames")
-    try:
-        frames = decoder.get_frames_at(indices=uniform_indices(count, num_frames)).data
-    except (RuntimeError, ValueError, IndexError) as exc:
-        raise MediaError(p, "cannot decode video", _short(exc)) from None
-    if frames.shape[0] == 0:
-        raise MediaError(p, "no video frames")
-    return frames
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+
+
+def _decode_at(container, stream, times: list[float], tolerance: float, size: int | None) -> list[np.ndarray]:
+    """The frame on screen at each of ``times`` (ascending), as RGB ``[H, W, 3]`` arrays."""
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()  # one swscale context for every frame (a frame's own is built per frame)
+
+    def rgb(frame) -> np.ndarray:
+        if not size:
+            return reformatter.reformat(frame, format="rgb24").to_ndarray()
+        w, h = _scaled_size(frame.width, frame.height, size)
+        arr = reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+        top, left = (h - size) // 2, (w - size) // 2
+        return arr[top : top + size, left : left + size]
+
+    def shown(entry: list) -> np.ndarray:
+        if entry[2] is None:
+            entry[2] = rgb(entry[1])
+        return entry[2]
+
+    picked: list[np.ndarray] = []
+    last: list | None = None  # [time, frame, rgb or None] of the latest decoded frame
+    seeked_for, seek_from, can_seek = -1, None, True
+
+    def should_seek(position: float) -> bool:
+        return can_seek and seeked_for != len(picked) and times[len(picked)] - position > SEEK_GAP_SECONDS
+
+    while len(picked) < len(times):
+        position = last[0] if last else 0.0
+        if should_seek(position):
+            container.seek(int(times[len(picked)] / stream.time_base), stream=stream, backward=True)
+            seeked_for, seek_from, last = len(picked), position, None
+        for frame in container.decode(stream):
+            t = float(frame.time) if frame.time is not None else (last[0] + 2 * tolerance if last else 0.0)
+            if seek_from is not None:  # landing behind where decoding stood: keyframes too sparse to seek
+                can_seek, seek_from = t >= seek_from, None
+            current = [t, frame, None]
+            while len(picked) < len(times) and t > times[len(picked)] + tolerance:
+                last = last or current  # the first frame comes after the target: nothing earlier to show
+                picked.append(shown(last))
+            last = current if last is None or last[1] is not frame else last
+            if len(picked) == len(times) or should_seek(t):
+                break
+        else:  # the stream ended: later targets show its last frame
+            if last is None:
+                return picked
+            picked += [shown(last)] * (len(times) - len(picked))
+    return picked
 
 
 def load_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor:
@@ -173,3 +240,169 @@ def media_kind(path: str | os.PathLike) -> str:
     if suffix in VIDEO_SUFFIXES:
         return "video"
     return "unknown"
+
+
+def media_duration(path: str | os.PathLike) -> float | None:
+    """The duration in seconds a file's header gives (no decoding), or None when it gives none."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if container.duration is not None:
+                return container.duration / 1_000_000
+            durations = [float(s.duration * s.time_base) for s in container.streams if s.duration is not None]
+            return max(durations) if durations else None
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# In-memory inputs: what the Python API accepts besides paths
+# --------------------------------------------------------------------------------------------------
+
+
+def is_path(source: object) -> bool:
+    return isinstance(source, (str, os.PathLike))
+
+
+def _is_pil(source: object) -> bool:
+    from PIL import Image
+
+    return isinstance(source, Image.Image)
+
+
+def describe(source: object) -> str:
+    """A short name for an input, for messages: its path, or what kind of in-memory value it is."""
+    if is_path(source):
+        return str(source)
+    if _is_pil(source):
+        return f"PIL image {source.mode} {source.width}x{source.height}"
+    if isinstance(source, tuple) and len(source) == 2 and not _is_pil(source[0]):
+        array, rate = source
+        return f"audio {describe(array)} at {rate} Hz"
+    if isinstance(source, (list, tuple)):
+        return f"list of {len(source)} frames"
+    shape = getattr(source, "shape", None)
+    if shape is not None:
+        dtype = str(getattr(source, "dtype", "")).replace("torch.", "")
+        return f"{type(source).__name__} {dtype}{list(shape)}"
+    return type(source).__name__
+
+
+def read_audio(source, sample_rate: int = 16000, max_seconds: float | None = None) -> torch.Tensor:
+    """Mono float32 waveform at ``sample_rate`` from a path or an ``(array, sample_rate)`` pair.
+
+    The array is ``[samples]``, ``[channels, samples]`` (torchaudio) or ``[samples, channels]``
+    (soundfile), float in [-1, 1] or integer PCM; it is cut at ``max_seconds`` before resampling.
+    """
+    if is_path(source):
+        return load_audio(source, sample_rate, max_seconds)
+    name = describe(source)
+    array, rate = source
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise MediaError(name, "invalid sample rate", f"expected a positive integer, got {rate!r}")
+    wav = torch.as_tensor(np.asarray(array)) if not isinstance(array, torch.Tensor) else array.detach().cpu()
+    if wav.dim() == 2:  # the shorter axis holds the channels
+        wav = wav.float().mean(0 if wav.shape[0] <= wav.shape[1] else 1) if wav.numel() else wav.reshape(-1)
+    elif wav.dim() != 1:
+        raise MediaError(name, "unsupported audio shape", "expected [samples], [channels, samples] or [samples, channels]")
+    if wav.dtype == torch.uint8:
+        wav = (wav.float() - 128.0) / 128.0
+    elif not wav.dtype.is_floating_point:
+        wav = wav.float() / float(torch.iinfo(wav.dtype).max + 1)
+    if max_seconds is not None:
+        wav = wav[: int(round(max_seconds * int(rate)))]
+    if wav.numel() == 0:
+        raise MediaError(name, "zero-length audio")
+    wav = wav.float()
+    if not torch.isfinite(wav).all():
+        raise MediaError(name, "cannot decode audio", "non-finite samples")
+    if int(rate) != sample_rate:
+        import torchaudio.functional as AF
+
+        wav = AF.resample(wav, int(rate), sample_rate)
+    return wav.contiguous()
+
+
+def _frames_to_uint8(frames: torch.Tensor, name: str) -> torch.Tensor:
+    """``[T, H, W, C]`` or ``[T, C, H, W]`` with 1, 3 or 4 channels, uint8 or float in [0, 1] or [0, 255]
+    -> uint8 ``[T, 3, H, W]``."""
+    if frames.shape[-1] in (1, 3, 4):
+        frames = frames.permute(0, 3, 1, 2)
+    elif frames.shape[1] not in (1, 3, 4):
+        raise MediaError(name, "unsupported frame layout", "expected 1, 3 or 4 channels first or last")
+    if frames.numel() == 0:
+        raise MediaError(name, "empty image")
+    if frames.dtype.is_floating_point:
+        if not torch.isfinite(frames).all():
+            raise MediaError(name, "cannot decode image", "non-finite pixel values")
+        frames = frames * 255.0 if float(frames.max()) <= 1.0 else frames
+        frames = frames.round().clamp(0, 255).to(torch.uint8)
+    elif frames.dtype != torch.uint8:
+        frames = frames.clamp(0, 255).to(torch.uint8)
+    frames = frames[:, :3]
+    return frames.expand(-1, 3, -1, -1) if frames.shape[1] == 1 else frames
+
+
+def _resize_like_decoder(frames: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Resize and crop uint8 ``[T, 3, H, W]`` frames with the same swscale pass as decoded video."""
+    if not size:
+        return frames.contiguous()
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
+    out = []
+    for f in frames.permute(0, 2, 3, 1).contiguous().numpy():
+        h, w = f.shape[:2]
+        new_w, new_h = _scaled_size(w, h, size)
+        arr = reformatter.reformat(av.VideoFrame.from_ndarray(f, format="rgb24"), width=new_w, height=new_h,
+                                   format="rgb24", interpolation="BILINEAR").to_ndarray()
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        out.append(arr[top : top + size, left : left + size])
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def read_video(source, num_frames: int = 8, size: int | None = None) -> torch.Tensor:
+    """``num_frames`` uint8 frames ``[K, 3, H, W]`` from a path, a ``[T, H, W, C]`` / ``[T, C, H, W]``
+    array or tensor, or a list of PIL images or ``[H, W, C]`` arrays; sampled as for a file."""
+    if is_path(source):
+        return load_video_frames(source, num_frames, size)
+    name = describe(source)
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise MediaError(name, "no video frames")
+        arrays = [np.asarray(f.convert("RGB")) if _is_pil(f) else np.asarray(f) for f in source]
+        if len({a.shape for a in arrays}) > 1:
+            raise MediaError(name, "frames differ in size")
+        frames = torch.from_numpy(np.stack(arrays))
+    else:
+        frames = torch.as_tensor(np.asarray(source)) if not isinstance(source, torch.Tensor) else source.detach().cpu()
+    if frames.dim() != 4:
+        raise MediaError(name, "unsupported video shape", "expected [frames, height, width, channels] or [frames, channels, height, width]")
+    if frames.shape[0] == 0:
+        raise MediaError(name, "no video frames")
+    frames = frames[uniform_indices(frames.shape[0], num_frames)]
+    return _resize_like_decoder(_frames_to_uint8(frames, name), size)
+
+
+def read_image(source, size: int | None = None) -> torch.Tensor:
+    """A still image as a one-frame video, uint8 ``[1, 3, H, W]``, from a path, a PIL image, or an
+    ``[H, W]`` / ``[H, W, C]`` / ``[C, H, W]`` array or tensor (resized through PIL, as a file is)."""
+    if is_path(source):
+        return load_image(source, size)
+    from PIL import Image
+
+    name = describe(source)
+    if not _is_pil(source):
+        pixels = torch.as_tensor(np.asarray(source)) if not isinstance(source, torch.Tensor) else source.detach().cpu()
+        if pixels.dim() == 2:
+            pixels = pixels.unsqueeze(-1)
+        if pixels.dim() != 3:
+            raise MediaError(name, "unsupported image shape", "expected [height, width], [height, width, channels] or [channels, height, width]")
+        frame = _frames_to_uint8(pixels.unsqueeze(0), name)[0]
+        source = Image.fromarray(frame.permute(1, 2, 0).contiguous().numpy())
+    try:
+        return image_to_frames(source, size)
+    except (OSError, ValueError) as exc:
+        raise MediaError(name, "cannot decode image", _short(exc)) from None

@@ -26,6 +26,7 @@ from mmemo.registry import ENCODERS, create_fusion
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "model.safetensors"
 LABELS_NAME = "labels.json"
+PICKLED_NAMES = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth")  # loaded only on explicit opt-in
 
 
 @dataclass
@@ -86,6 +87,11 @@ class EmotionModel(nn.Module):
                 dtype = next(self.head.parameters()).dtype
                 out[m] = ModalityEmbedding.empty(batch_size, enc.dim, present.device, dtype)
         return out
+
+    def classify(self, embeddings: dict[str, ModalityEmbedding], present: torch.Tensor) -> torch.Tensor:
+        """Logits from embeddings already computed: fusion and head only, so that the effect of marking a
+        modality absent is measured without running any encoder again."""
+        return self.head(self.fusion(embeddings, present.bool()))
 
     def forward(
         self,
@@ -182,7 +188,7 @@ def load_weights(model: nn.Module, directory: Path, allow_pickle: bool = False) 
             raise RuntimeError(f"{weights}: weights do not match the config (missing {sorted(missing)[:5]}, "
                                f"unexpected {sorted(unexpected)[:5]})")
         return
-    pickles = [p for p in (directory / "pytorch_model.bin", directory / "model.pt", directory / "model.bin") if p.exists()]
+    pickles = [directory / name for name in PICKLED_NAMES if (directory / name).exists()]
     if pickles and not allow_pickle:
         raise PermissionError(
             f"{pickles[0]}: refusing to load a pickled checkpoint (it can run arbitrary code); "

@@ -15,14 +15,14 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example
-from mmemo.data.media import MediaError, is_silent, load_audio
+from mmemo.data.media import MediaError, describe, is_silent, read_audio
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
 from mmemo.models.encoders.hf import load_hf_model, resolve_checkpoint
 from mmemo.registry import register_encoder
 
 
 class WaveformProcessor(Processor):
-    """Path (or in-memory waveform) -> mono float32 waveform at the configured rate."""
+    """A path or an in-memory ``(array, sample_rate)`` -> mono float32 waveform at the configured rate."""
 
     modality = "audio"
 
@@ -34,9 +34,9 @@ class WaveformProcessor(Processor):
     def load(self, example: Example) -> torch.Tensor | None:
         if example.audio is None:
             return None
-        wav = load_audio(example.audio, self.sample_rate, self.max_seconds)
+        wav = read_audio(example.audio, self.sample_rate, self.max_seconds)
         if is_silent(wav):
-            raise MediaError(example.audio, "silent audio")
+            raise MediaError(describe(example.audio), "silent audio")
         return wav
 
     def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:

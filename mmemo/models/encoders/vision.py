@@ -15,7 +15,7 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example
-from mmemo.data.media import load_image, load_video_frames
+from mmemo.data.media import read_image, read_video
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
 from mmemo.registry import register_encoder
 
@@ -47,7 +47,8 @@ def _pretrained_cfg(backbone: str) -> dict[str, Any]:
 
 
 class FrameProcessor(Processor):
-    """A video path -> ``num_frames`` uint8 frames; an image path -> one frame; resized in the decoder."""
+    """A video (path, frames array, list of images) -> ``num_frames`` uint8 frames; an image (path, PIL
+    image, array) -> one frame; resized to ``image_size`` while decoding."""
 
     modality = "vision"
 
@@ -59,9 +60,9 @@ class FrameProcessor(Processor):
 
     def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:
         if example.video is not None:
-            frames = load_video_frames(example.video, self.num_frames, self.image_size)
+            frames = read_video(example.video, self.num_frames, self.image_size)
         elif example.image is not None:
-            frames = load_image(example.image, self.image_size)
+            frames = read_image(example.image, self.image_size)
         else:
             return None
         return {"frames": frames}
@@ -129,6 +130,12 @@ class TimmEncoder(Encoder):
 
     def backbone(self) -> nn.Module:
         return self.model
+
+    def save_assets(self, directory: Path, relative: str) -> dict[str, Any]:
+        """The backbone's weights travel in ``model.safetensors``: the saved config must neither fetch them
+        (``pretrained``) nor read a local file again, and it pins the input size the model was trained at."""
+        return {"pretrained": False, "checkpoint_path": None,
+                "image_size": self.config.image_size or FrameProcessor(self.config, None).image_size}
 
     def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> ModalityEmbedding:
         b, k = frames.shape[:2]
