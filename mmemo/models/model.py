@@ -77,7 +77,7 @@ class EmotionModel(nn.Module):
         if seed is None:
             return build(config, base_dir=base_dir)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 2**32 + zlib.crc32(modality.encode()))
+            torch.manual_seed(zlib.crc32(f"{seed}:{modality}".encode()))  # the CPU generator keeps 32 bits
             return build(config, base_dir=base_dir)
 
     @property
