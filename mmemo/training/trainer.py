@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from mmemo.config import Config, ConfigError, load_config
 from mmemo.data.cache import cache_frozen_encoders
-from mmemo.data.dataset import Collator, EmotionDataset, MediaReport
+from mmemo.data.dataset import Collator, EmotionDataset, MediaIssue, MediaReport
 from mmemo.data.examples import Example, Splits
 from mmemo.data.sources import load_splits
 from mmemo.data.tables import DataError
@@ -288,11 +288,24 @@ class Trainer:
             tmp.parent.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
+        media = self._all_media_issues()  # what every process has seen so far survives a resume
         acc.wait_for_everyone()
         if acc.is_main_process:
-            (tmp / "trainer_state.json").write_text(json.dumps(self.state, indent=1))
+            state = {**self.state, "media_issues": [asdict(i) for i in media.issues.values()]}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
             replace_dir(tmp, final)
         acc.wait_for_everyone()
+
+    def _all_media_issues(self) -> MediaReport:
+        """The media issues seen by every process (a collective call in a distributed run)."""
+        issues = list(self.media.issues.values())
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            issues = gather_object(issues)
+        report = MediaReport()
+        report.add(issues)
+        return report
 
     def _last_checkpoint(self) -> Path:
         path = last_checkpoint(self.run_dir)
@@ -304,6 +317,7 @@ class Trainer:
         path = self._last_checkpoint()
         self.accelerator.load_state(str(path))
         self.state = {**self.state, **json.loads((path / "trainer_state.json").read_text())}
+        self.media.add([MediaIssue(**issue) for issue in self.state.pop("media_issues", [])])
         if self.accelerator.is_main_process:  # metrics.jsonl holds exactly the evaluations the checkpoint knows
             tmp = self.run_dir / ".metrics.jsonl.tmp"
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.state["history"]))
@@ -477,13 +491,7 @@ class Trainer:
         splits = [t.select_on] + (["test"] if t.eval_test and "test" in self.splits and t.select_on != "test" else [])
         for split in splits:
             results[split] = self.write_evaluation(split)
-        all_issues = self.media.issues.values()
-        if acc.num_processes > 1:
-            from accelerate.utils import gather_object
-
-            all_issues = gather_object(list(all_issues))
-        report = MediaReport()
-        report.add(list(all_issues))
+        report = self._all_media_issues()
         if acc.is_main_process:
             report.write(self.run_dir)
             if len(report):
