@@ -127,9 +127,11 @@ def _accelerator(t) -> Any:
     runs (an ablation, a notebook) may change the mixed precision between them."""
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env
 
-    precision = resolve_precision(t.precision, PartialState().device)
+    # The process state (as Accelerator would build it: `accelerate launch --cpu` sets ACCELERATE_USE_CPU).
+    device = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device
+    precision = resolve_precision(t.precision, device)
     if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
         AcceleratorState._reset_state()  # the process group (PartialState) stays
     if t.deterministic:
