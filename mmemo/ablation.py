@@ -167,6 +167,8 @@ class Ablation:
         return [self.rows[r.key()] for r in self.runs]
 
     def _run_one(self, run: AblationRun) -> dict[str, Any]:
+        from accelerate import PartialState
+
         from mmemo.training.trainer import last_checkpoint, train
 
         run_dir = self.out_dir / "runs" / run.name
@@ -174,12 +176,12 @@ class Ablation:
         start = time.time()
         try:
             config = run_config(self.base, run, self.out_dir)
-            if last_checkpoint(run_dir) is not None:  # interrupted: continue where it stopped
-                result = train(None, resume=run_dir)
-            else:
-                if run_dir.exists():
-                    shutil.rmtree(run_dir)
-                result = train(config, run_dir=run_dir)
+            resume = last_checkpoint(run_dir) is not None  # interrupted: continue where it stopped
+            state = PartialState()
+            if not resume and run_dir.exists() and state.is_main_process:
+                shutil.rmtree(run_dir)  # a failed or barely started run starts again
+            state.wait_for_everyone()
+            result = train(None, resume=run_dir) if resume else train(config, run_dir=run_dir)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - a failed run is recorded and the sweep goes on

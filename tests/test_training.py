@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
+from mmemo.cli import main
 from mmemo.config import ConfigError, load_config
 from mmemo.data.tables import DataError
 from mmemo.labels import LabelError
@@ -270,7 +271,8 @@ def test_early_stopping_tensorboard_and_metrics_jsonl(demo_tree, tmp_path):
     result = train(config, run_dir=tmp_path / "run")
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.best_epoch == 1 and result.epochs == 3
     assert result.history == [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert train(None, resume=tmp_path / "run").epochs == 3  # a stopped run stays stopped when resumed
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0  # a stopped run stays stopped when resumed
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
 
     events = EventAccumulator(str(tmp_path / "run" / "tb"))
     events.Reload()

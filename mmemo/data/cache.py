@@ -293,6 +293,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class _ShardWriter:
     def __init__(self, directory: Path, dim: int):
         self.directory, self.dim = directory, dim
+        self._reset()
+
+    def _reset(self) -> None:
         self.keys: list[str] = []
         self.seq: list[torch.Tensor] = []
         self.mask: list[torch.Tensor] = []
@@ -325,7 +328,7 @@ class _ShardWriter:
         )
         path = self.directory / f"{hashlib.sha256(data).hexdigest()}.safetensors"
         _write_atomic(path, data)
-        self.__init__(self.directory, self.dim)
+        self._reset()
         return path
 
 

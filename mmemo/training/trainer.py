@@ -165,7 +165,8 @@ class Trainer:
         t = config.train
         self.accelerator = acc = _accelerator(t)
         self._deterministic_before = torch.are_deterministic_algorithms_enabled()
-        set_seed(t.seed, deterministic=t.deterministic)  # Python, NumPy, torch (CPU and CUDA)
+        set_seed(t.seed)  # Python, NumPy, torch (CPU and CUDA)
+        torch.use_deterministic_algorithms(t.deterministic)  # for this run; finish() restores the process's setting
         if run_dir is None:
             run_dir = new_run_dir(config)
             if acc.num_processes > 1:  # every process must write into the main process's folder

@@ -54,8 +54,11 @@ def main() -> None:
     parser.add_argument("--data", default="demo_data", help="data.root (the demo data is written there if missing)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", help="keep the sweeps here (default: a temporary folder)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data = Path(args.data)
     if args.config == "configs/demo.yaml" and not (data / "train_sent_emo.csv").exists():
