@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -52,6 +52,11 @@ from mmemo.data.dataset import Collator, EmotionDataset
 from mmemo.data.examples import Example
 from mmemo.data.media import MediaError
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, pad_stack
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from mmemo.models.model import EmotionModel
 
 log = logging.getLogger(__name__)
 
@@ -385,8 +390,8 @@ class CachedProcessor(Processor):
 # --------------------------------------------------------------------------------------------------
 
 
-def cache_frozen_encoders(model, processors: dict[str, Processor], examples: list[Example], config: Config,
-                          accelerator=None) -> dict[str, Processor]:
+def cache_frozen_encoders(model: EmotionModel, processors: dict[str, Processor], examples: list[Example], config: Config,
+                          accelerator: Accelerator | None = None) -> dict[str, Processor]:
     """``processors`` with each frozen encoder's processor replaced by a ``CachedProcessor``, after
     computing whatever ``examples`` are not cached yet. Unchanged when ``data.embedding_cache`` is off."""
     data = config.data
