@@ -1,5 +1,6 @@
 """mmemo: multimodal emotion recognition. Raw media in, honest numbers out."""
 
+from mmemo.ablation import ablate
 from mmemo.config import Config, ConfigError, load_config
 from mmemo.inference import EmotionRecognizer, InputError, Prediction
 from mmemo.labels import LabelSet, get_label_set
@@ -19,6 +20,7 @@ __all__ = [
     "LabelSet",
     "Prediction",
     "TrainResult",
+    "ablate",
     "evaluate",
     "get_label_set",
     "list_models",

@@ -1,4 +1,4 @@
-"""The ``mmemo`` command: train, evaluate, predict, demo-data, models."""
+"""The ``mmemo`` command: train, evaluate, ablate, predict, demo-data, models."""
 
 from __future__ import annotations
 
@@ -29,6 +29,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(format_table(result.test, labels, title="test (reported once, for the dev-selected checkpoint)"))
     if result.media_issues:
         print(f"unusable media, marked absent: {result.media_issues} (see {result.run_dir / 'media_issues.csv'})")
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected integers separated by commas, got {text!r}") from None
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from mmemo.ablation import ablate
+
+    fusions = [f.strip() for f in args.fusion.split(",") if f.strip()] if args.fusion else None
+    seeds = _int_list(args.seeds) if args.seeds else None
+    out = ablate(args.config, args.overrides, modalities=args.modalities, fusions=fusions, seeds=seeds, out_dir=args.out)
+    print(f"\n{(out / 'results.md').read_text()}")
+    print(f"ablation folder: {out} (results.csv, results.md, results.png, runs/)")
     return 0
 
 
@@ -130,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run folder (default: <output_dir>/<name>-<timestamp>)")
     p.add_argument("--resume", help="continue the run in this folder from checkpoints/last")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("ablate", help="train every modality combination x fusion x seed and tabulate the results")
+    p.add_argument("config", help="YAML config, e.g. configs/meld/text_audio_vision.yaml")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every run")
+    p.add_argument("--modalities", default="all",
+                   help="'all' (every non-empty subset of the config's modalities) or e.g. text,audio,text+audio")
+    p.add_argument("--fusion", help="fusion methods, comma-separated, e.g. concat,late,tensor (default: the config's)")
+    p.add_argument("--seeds", help="seeds, comma-separated, e.g. 0,1,2 (default: the config's train.seed)")
+    p.add_argument("--out", help="sweep folder (default: <output_dir>/ablation-<name>); rerun to resume")
+    p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("evaluate", help="evaluate a run's dev-selected model on a split")
     p.add_argument("run", help="run folder (or saved model folder)")

@@ -53,6 +53,12 @@ class DataConfig:
     num_frames: int = 8
     max_examples: int | None = None  # per split, for quick runs; never used for reported numbers
     num_workers: int = 0
+    embedding_cache: bool = True  # frozen encoders: compute outputs once per example, read them from disk after
+    cache_dir: str | None = None  # default: $MMEMO_CACHE_DIR, else ~/.cache/mmemo/embeddings
+
+
+# The DataConfig fields that change what a processor makes of an example (part of an embedding-cache key).
+PREPROCESSING_FIELDS: tuple[str, ...] = ("sample_rate", "max_audio_seconds", "num_frames")
 
 
 @dataclass

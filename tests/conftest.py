@@ -71,6 +71,14 @@ def tiny_config(root=None, modalities=("text", "audio", "vision"), **extra):
     return load_config(None, tiny_overrides(root, modalities, **extra))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def embedding_cache_dir(tmp_path_factory) -> Path:
+    """Frozen encoders' embedding caches go to a temporary folder, never to the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("embedding-cache")
+    os.environ["MMEMO_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_tree(tmp_path_factory) -> Path:
     """A small MELD-shaped tree with one missing, one corrupt and one audio-less train clip."""

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,13 +54,15 @@ def drop_modalities(present: torch.Tensor, probs: torch.Tensor, generator: torch
 
 
 class EmotionModel(nn.Module):
-    def __init__(self, config: ModelConfig, num_labels: int, base_dir: str | Path | None = None):
+    """``seed``: each encoder's random initialisation then depends on (seed, modality) only, so the audio
+    encoder of an audio-only run and of a text+audio run start identical (fair ablations, and a frozen
+    encoder's cached embeddings serve every modality combination)."""
+
+    def __init__(self, config: ModelConfig, num_labels: int, base_dir: str | Path | None = None, seed: int | None = None):
         super().__init__()
         self.config = config
         self.modalities = list(config.modalities)
-        self.encoders = nn.ModuleDict(
-            {m: ENCODERS.get(config.encoders[m].name).cls(config.encoders[m], base_dir=base_dir) for m in self.modalities}
-        )
+        self.encoders = nn.ModuleDict({m: self._build_encoder(m, base_dir, seed) for m in self.modalities})
         for m, enc in self.encoders.items():
             if config.encoders[m].freeze:
                 enc.freeze()
@@ -69,18 +72,33 @@ class EmotionModel(nn.Module):
         probs = [mdo.get(m, 0.0) if isinstance(mdo, dict) else mdo for m in self.modalities]
         self.register_buffer("modality_dropout", torch.tensor(probs), persistent=False)
 
+    def _build_encoder(self, modality: str, base_dir: str | Path | None, seed: int | None) -> Encoder:
+        config = self.config.encoders[modality]
+        build = ENCODERS.get(config.name).cls
+        if seed is None:
+            return build(config, base_dir=base_dir)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(zlib.crc32(f"{seed}:{modality}".encode()))  # the CPU generator keeps 32 bits
+            return build(config, base_dir=base_dir)
+
     @property
     def num_labels(self) -> int:
         return self.head[-1].out_features
 
-    def encode(self, inputs: dict[str, dict[str, torch.Tensor]], present: torch.Tensor) -> dict[str, ModalityEmbedding]:
-        """Run each encoder on the examples that have its modality only, then scatter to the batch."""
+    def encode(self, inputs: dict[str, dict[str, torch.Tensor] | ModalityEmbedding], present: torch.Tensor) -> dict[str, ModalityEmbedding]:
+        """Run each encoder on the examples that have its modality only, then scatter to the batch.
+
+        ``inputs[m]`` may already be the encoder's output (a ``ModalityEmbedding`` read from the embedding
+        cache of a frozen encoder, ``mmemo.data.cache``); it is used as is."""
         batch_size = present.shape[0]
         out = {}
         for i, m in enumerate(self.modalities):
             rows = present[:, i].nonzero().squeeze(1)
             enc: Encoder = self.encoders[m]
             if m in inputs and rows.numel() > 0:
+                if isinstance(inputs[m], ModalityEmbedding):
+                    out[m] = inputs[m].scatter(rows, batch_size)
+                    continue
                 with torch.set_grad_enabled(torch.is_grad_enabled() and not enc.is_frozen):
                     out[m] = enc(**inputs[m]).scatter(rows, batch_size)
             else:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from mmemo.config import Config, ConfigError, load_config
-from mmemo.data.dataset import Collator, EmotionDataset, MediaReport
+from mmemo.data.cache import cache_frozen_encoders
+from mmemo.data.dataset import Collator, EmotionDataset, MediaIssue, MediaReport
 from mmemo.data.examples import Example, Splits
 from mmemo.data.sources import load_splits
 from mmemo.data.tables import DataError
@@ -49,6 +51,12 @@ class TrainResult:
     test: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     media_issues: dict[str, int] = field(default_factory=dict)
+    time_s: float = 0.0  # training and evaluation time, summed over resumed sessions
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained (fewer than configured after early stopping)."""
+        return len(self.history)
 
 
 class EpochSampler(Sampler[int]):
@@ -81,6 +89,16 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """``RUN/checkpoints/last`` when complete; if a save was interrupted between its two renames
+    (``model.replace_dir``), the previous copy it had set aside; else None."""
+    folder = Path(run_dir) / "checkpoints"
+    if (folder / "last" / "trainer_state.json").exists():
+        return folder / "last"
+    previous = sorted(folder.glob(".last.old-*/trainer_state.json"), key=lambda p: p.stat().st_mtime)
+    return previous[-1].parent if previous else None
+
+
 def new_run_dir(config: Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(config.output_dir) / f"{config.name}-{stamp}"
@@ -90,12 +108,40 @@ def new_run_dir(config: Config) -> Path:
     return run_dir
 
 
-def _precision(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto``: bf16 on GPUs that have it, fp16 on older GPUs, full precision on CPU. An explicit request
+    the device cannot honour is an error naming the key, not a silent fallback."""
+    cuda = device.type == "cuda"
+    bf16_ok = not cuda or torch.cuda.is_bf16_supported()
+    if requested == "auto":
+        return ("bf16" if bf16_ok else "fp16") if cuda else "no"
+    if requested == "fp16" and not cuda:
+        raise ConfigError(f"train.precision: fp16 needs a CUDA GPU, this run is on {device.type}; use bf16 or no")
+    if requested == "bf16" and not bf16_ok:
+        raise ConfigError(f"train.precision: this GPU ({torch.cuda.get_device_name(device)}) has no bf16; use fp16 or no")
+    return requested
+
+
+def _accelerator(t) -> Any:
+    """An Accelerator for one run. Accelerate keeps its state per process; a process that trains several
+    runs (an ablation, a notebook) may change the mixed precision between them."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env
+
+    # The process state (as Accelerator would build it: `accelerate launch --cpu` sets ACCELERATE_USE_CPU).
+    device = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device
+    precision = resolve_precision(t.precision, device)
+    if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
+        AcceleratorState._reset_state()  # the process group (PartialState) stays
+    if t.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, set before it starts
+    return Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=t.grad_accum,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        step_scheduler_with_optimizer=False,
+    )
 
 
 class Trainer:
@@ -113,19 +159,14 @@ class Trainer:
         splits: Splits | None = None,
         label_set: LabelSet | None = None,
     ):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+        from accelerate.utils import set_seed
 
         self.config = config
         t = config.train
-        self.accelerator = Accelerator(
-            mixed_precision=_precision(t.precision),
-            gradient_accumulation_steps=t.grad_accum,
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-            step_scheduler_with_optimizer=False,
-        )
-        acc = self.accelerator
-        set_seed(t.seed, deterministic=t.deterministic)
+        self.accelerator = acc = _accelerator(t)
+        self._deterministic_before = torch.are_deterministic_algorithms_enabled()
+        set_seed(t.seed)  # Python, NumPy, torch (CPU and CUDA)
+        torch.use_deterministic_algorithms(t.deterministic)  # for this run; finish() restores the process's setting
         if run_dir is None:
             run_dir = new_run_dir(config)
             if acc.num_processes > 1:  # every process must write into the main process's folder
@@ -144,10 +185,14 @@ class Trainer:
         self.splits, self.label_set = splits, label_set
         self._check_splits()
 
-        self.model = EmotionModel(config.model, len(label_set))
-        self.processors = {
+        self.model = EmotionModel(config.model, len(label_set), seed=t.seed).to(acc.device)
+        processors = {
             m: type(enc).build_processor(config.model.encoders[m], config.data) for m, enc in self.model.encoders.items()
         }
+        # Frozen encoders read their embeddings from the cache; the main process computes what is missing.
+        with acc.main_process_first():
+            every_example = [ex for name in splits.names() for ex in splits[name]]
+            self.processors = cache_frozen_encoders(self.model, processors, every_example, config, acc)
         self.collator = Collator(self.processors)
         train_examples = splits["train"]
         counts = Counter(label_set.index(ex.label) for ex in train_examples)
@@ -159,7 +204,10 @@ class Trainer:
             per_class = torch.tensor([1.0 / c if c else 0.0 for c in self.class_counts])
             weights = per_class[torch.tensor([label_set.index(ex.label) for ex in train_examples])]
         self.train_sampler = EpochSampler(len(train_examples), t.seed, weights)
-        train_loader = self._loader(train_examples, t.batch_size, sampler=self.train_sampler)
+        # Workers' seeds come from this generator, re-seeded each epoch, so that neither they nor a resumed
+        # run depend on how often the global torch generator was drawn from.
+        self.loader_generator = torch.Generator()
+        train_loader = self._loader(train_examples, t.batch_size, sampler=self.train_sampler, generator=self.loader_generator)
 
         groups = self.model.parameter_groups(t.lr, t.encoder_lr, t.layer_decay, t.weight_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
@@ -178,7 +226,8 @@ class Trainer:
         acc.register_for_checkpointing(self.scheduler)
 
         self.state: dict[str, Any] = {"epoch": 0, "batches_in_epoch": 0, "global_step": 0, "best_metric": None,
-                                      "best_epoch": None, "bad_epochs": 0, "history": []}
+                                      "best_epoch": None, "bad_epochs": 0, "history": [], "epoch_loss": [0.0, 0],
+                                      "time_s": 0.0}
         self.media = MediaReport()
         self.writer = None
         if acc.is_main_process:
@@ -193,13 +242,18 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
 
     def _check_splits(self) -> None:
+        """Train and the selection split must exist; no split the source has may be empty."""
         t = self.config.train
+        have = ", ".join(f"{k} ({len(v)})" for k, v in self.splits.splits.items()) or "none"
         for name in ("train", t.select_on):
             if name not in self.splits:
-                have = ", ".join(f"{k} ({len(v)})" for k, v in self.splits.splits.items()) or "none"
                 raise DataError(f"split '{name}' is missing or empty (splits found: {have})")
+        for name, examples in self.splits.splits.items():
+            if not examples:
+                raise DataError(f"split '{name}' is empty (splits found: {have})")
 
-    def _loader(self, examples: list[Example], batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(self, examples: list[Example], batch_size: int, sampler: Sampler | None = None,
+                generator: torch.Generator | None = None) -> DataLoader:
         d = self.config.data
         dataset = EmotionDataset(examples, self.processors, self.label_set)
         return DataLoader(
@@ -210,6 +264,7 @@ class Trainer:
             num_workers=d.num_workers,
             collate_fn=self.collator,
             worker_init_fn=_seed_worker,
+            generator=generator,
             persistent_workers=d.num_workers > 0,
         )
 
@@ -236,18 +291,40 @@ class Trainer:
             tmp.parent.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
+        media = self._all_media_issues()  # what every process has seen so far survives a resume
         acc.wait_for_everyone()
         if acc.is_main_process:
-            (tmp / "trainer_state.json").write_text(json.dumps(self.state, indent=1))
+            state = {**self.state, "media_issues": [asdict(i) for i in media.issues.values()]}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
             replace_dir(tmp, final)
         acc.wait_for_everyone()
 
+    def _all_media_issues(self) -> MediaReport:
+        """The media issues seen by every process (a collective call in a distributed run)."""
+        issues = list(self.media.issues.values())
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            issues = gather_object(issues)
+        report = MediaReport()
+        report.add(issues)
+        return report
+
+    def _last_checkpoint(self) -> Path:
+        path = last_checkpoint(self.run_dir)
+        if path is None:
+            raise FileNotFoundError(f"{self.run_dir / 'checkpoints' / 'last'}: no checkpoint to resume from")
+        return path
+
     def _load_checkpoint(self) -> None:
-        path = self.run_dir / "checkpoints" / "last"
-        if not (path / "trainer_state.json").exists():
-            raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+        path = self._last_checkpoint()
         self.accelerator.load_state(str(path))
-        self.state = json.loads((path / "trainer_state.json").read_text())
+        self.state = {**self.state, **json.loads((path / "trainer_state.json").read_text())}
+        self.media.add([MediaIssue(**issue) for issue in self.state.pop("media_issues", [])])
+        if self.accelerator.is_main_process:  # metrics.jsonl holds exactly the evaluations the checkpoint knows
+            tmp = self.run_dir / ".metrics.jsonl.tmp"
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.state["history"]))
+            os.replace(tmp, self.run_dir / "metrics.jsonl")
         log.info("resumed %s at epoch %d, batch %d", self.run_dir, self.state["epoch"], self.state["batches_in_epoch"])
 
     def _save_best(self) -> None:
@@ -271,66 +348,65 @@ class Trainer:
         acc, t = self.accelerator, self.config.train
         from tqdm.auto import tqdm
 
-        start = time.time()
-        stop = False
+        session_start, time_before = time.time(), self.state["time_s"]
+        stop = self._early_stopped()  # a resumed run that had stopped early stays stopped
         while self.state["epoch"] < t.epochs and not stop:
             epoch = self.state["epoch"]
-            self.train_sampler.set_epoch(epoch)
+            self.train_loader.set_epoch(epoch)  # the sampler's order and Accelerate's own epoch counter
+            self.loader_generator.manual_seed(t.seed * 1_000_003 + epoch)
             skip = self.state["batches_in_epoch"]
+            if not skip:
+                self.state["epoch_loss"] = [0.0, 0]
             loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
             self.model.train()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (t.progress and acc.is_main_process),
                        initial=skip, total=len(self.train_loader), leave=False, dynamic_ncols=True)
-            running, seen = 0.0, 0
             for batch in bar:
                 self.media.add(batch["issues"])
                 with acc.accumulate(self.model):
                     out = self.model(batch["inputs"], batch["present"], batch["labels"], self.criterion)
                     loss = out.loss
-                    finite = torch.isfinite(loss.detach()).float()
-                    if acc.num_processes > 1:
-                        finite = acc.reduce(finite, reduction="min")
-                    if not bool(finite):
-                        raise NonFiniteLossError(
-                            f"loss is {loss.item()} at step {self.state['global_step']} (epoch {epoch + 1}, "
-                            f"batch {self.state['batches_in_epoch']}); stopped, the last good checkpoint is "
-                            f"{self.run_dir / 'checkpoints' / 'last'}"
-                        )
+                    self._check_finite(loss, epoch)
                     acc.backward(loss)
                     if acc.sync_gradients and t.max_grad_norm:
                         acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 self.state["batches_in_epoch"] += 1
-                running += loss.item()
-                seen += 1
+                self.state["epoch_loss"][0] += loss.item()
+                self.state["epoch_loss"][1] += 1
+                running = self.state["epoch_loss"][0] / self.state["epoch_loss"][1]
                 if acc.sync_gradients:
                     self.scheduler.step()
                     self.state["global_step"] += 1
                     step = self.state["global_step"]
                     if self.writer is not None and step % t.log_every_steps == 0:
-                        self.writer.add_scalar("train/loss", running / seen, step)
+                        self.writer.add_scalar("train/loss", running, step)
                         for g in self.optimizer.param_groups:
                             self.writer.add_scalar(f"lr/{g.get('name', 'group')}", g["lr"], step)
-                    bar.set_postfix(loss=f"{running / seen:.3f}")
+                    bar.set_postfix(loss=f"{running:.3f}")
                     if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0:
+                        self.state["time_s"] = time_before + time.time() - session_start
                         self._save_checkpoint()
                     if t.max_steps and step >= t.max_steps:
                         stop = True
                         break
             bar.close()
+            loss_sum, batches = self.state["epoch_loss"]
             self.state["epoch"] += 1
             self.state["batches_in_epoch"] = 0
             dev = self.evaluate_split(t.select_on)
             value = dev[t.metric]
             improved = self.state["best_metric"] is None or value > self.state["best_metric"]
+            self.state["time_s"] = time_before + time.time() - session_start
             record = {"epoch": epoch + 1, "step": self.state["global_step"], "split": t.select_on,
-                      "train_loss": round(running / max(seen, 1), 5), "time_s": round(time.time() - start, 1),
+                      "train_loss": round(loss_sum / max(batches, 1), 5), "time_s": round(self.state["time_s"], 1),
                       **{k: dev[k] for k in ("accuracy", "weighted_f1", "macro_f1", "uar", "n")},
                       "per_class_f1": {k: v["f1"] for k, v in dev["per_class"].items()}, "best": improved}
             self.state["history"].append(record)
             self._log(record)
             if self.writer is not None:
+                self.writer.add_scalar("train/epoch_loss", record["train_loss"], self.state["global_step"])
                 for k in ("accuracy", "weighted_f1", "macro_f1", "uar"):
                     self.writer.add_scalar(f"{t.select_on}/{k}", dev[k], self.state["global_step"])
                 self.writer.flush()
@@ -344,11 +420,34 @@ class Trainer:
             else:
                 self.state["bad_epochs"] += 1
             self._save_checkpoint()
-            if t.early_stopping_patience is not None and self.state["bad_epochs"] >= t.early_stopping_patience:
+            if self._early_stopped():
                 if acc.is_main_process:
                     tqdm.write(f"early stopping: no {t.metric} gain on {t.select_on} for {self.state['bad_epochs']} epochs")
                 break
-        return self.finish()
+        result = self.finish()
+        result.time_s = time_before + time.time() - session_start
+        return result
+
+    def _early_stopped(self) -> bool:
+        patience = self.config.train.early_stopping_patience
+        return patience is not None and self.state["bad_epochs"] >= patience
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
+        """Stop on a NaN or infinite loss (in any process) before it reaches the weights or a checkpoint."""
+        acc = self.accelerator
+        finite = torch.isfinite(loss.detach()).float()
+        if acc.num_processes > 1:
+            finite = acc.reduce(finite, reduction="min")
+        if bool(finite):
+            return
+        try:
+            kept = f"the last good checkpoint is {self._last_checkpoint()}"
+        except FileNotFoundError:
+            kept = "no checkpoint had been written yet (see train.checkpoint_every_steps)"
+        raise NonFiniteLossError(
+            f"loss is {loss.item()} at step {self.state['global_step'] + 1} (epoch {epoch + 1}, batch "
+            f"{self.state['batches_in_epoch'] + 1}); training stopped, {kept}"
+        )
 
     # ------------------------------------------------------------------------------------------
     # Evaluation
@@ -395,19 +494,14 @@ class Trainer:
         splits = [t.select_on] + (["test"] if t.eval_test and "test" in self.splits and t.select_on != "test" else [])
         for split in splits:
             results[split] = self.write_evaluation(split)
-        all_issues = self.media.issues.values()
-        if acc.num_processes > 1:
-            from accelerate.utils import gather_object
-
-            all_issues = gather_object(list(all_issues))
-        report = MediaReport()
-        report.add(list(all_issues))
+        report = self._all_media_issues()
         if acc.is_main_process:
             report.write(self.run_dir)
             if len(report):
                 log.warning(report.summary() + f" (listed in {self.run_dir / 'media_issues.csv'})")
         if self.writer is not None:
             self.writer.close()
+        torch.use_deterministic_algorithms(self._deterministic_before)
         acc.wait_for_everyone()
         return TrainResult(
             run_dir=self.run_dir,
@@ -490,4 +584,4 @@ def evaluate(run: str | Path, split: str = "dev", batch_size: int | None = None)
     return metrics
 
 
-__all__ = ["Trainer", "TrainResult", "train", "evaluate", "NonFiniteLossError"]
+__all__ = ["Trainer", "TrainResult", "train", "evaluate", "last_checkpoint", "NonFiniteLossError"]

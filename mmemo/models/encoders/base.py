@@ -26,6 +26,10 @@ class ModalityEmbedding:
     def dim(self) -> int:
         return self.pooled.shape[-1]
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> ModalityEmbedding:
+        """Move to a device (what Accelerate calls on every batch item); dtypes are kept."""
+        return ModalityEmbedding(*(t.to(device, non_blocking=non_blocking) for t in (self.seq, self.mask, self.pooled)))
+
     def scatter(self, rows: torch.Tensor, batch_size: int) -> ModalityEmbedding:
         """Place the embeddings of the examples that have this modality at their rows of the full batch;
         the other rows get zeros and an all-false mask."""

@@ -1,0 +1,282 @@
+"""Training that scales: exact resume, atomic checkpoints, guard rails, precision, accumulation, seeding,
+class imbalance, schedules, early stopping and logs."""
+
+import csv
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, Dataset
+
+from mmemo.cli import main
+from mmemo.config import ConfigError, load_config
+from mmemo.data.tables import DataError
+from mmemo.labels import LabelError
+from mmemo.models.model import replace_dir
+from mmemo.training.losses import FocalLoss, balanced_class_weights, build_criterion
+from mmemo.training.trainer import (
+    EpochSampler,
+    NonFiniteLossError,
+    Trainer,
+    _seed_worker,
+    last_checkpoint,
+    train,
+)
+from tests.conftest import tiny_config, tiny_overrides
+
+
+class Killed(Exception):
+    """Stands in for the process being killed."""
+
+
+def _kill_after_checkpoint(trainer: Trainer, step: int) -> None:
+    save = trainer._save_checkpoint
+
+    def save_then_die():
+        save()
+        if trainer.state["global_step"] == step:
+            raise Killed
+
+    trainer._save_checkpoint = save_then_die
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _history(run_dir):
+    return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(demo_tree, tmp_path):
+    # dropout, modality dropout and BatchNorm all draw on or carry state that the resumed run must restore
+    cfg = tiny_overrides(demo_tree, ("text", "audio"), train__epochs=2, train__checkpoint_every_steps=1,
+                         train__eval_test=False, data__max_examples=8)
+    cfg["model"]["fusion"]["modality_dropout"] = 0.3
+    config = load_config(None, cfg)
+
+    straight = Trainer(config, run_dir=tmp_path / "straight")
+    done = straight.fit()
+
+    killed = Trainer(config, run_dir=tmp_path / "killed")
+    _kill_after_checkpoint(killed, step=3)  # 2 steps per epoch: in the middle of epoch 2
+    with pytest.raises(Killed):
+        killed.fit()
+    state = json.loads((tmp_path / "killed" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["batches_in_epoch"], state["global_step"]) == (1, 1, 3)
+
+    resumed = train(None, resume=tmp_path / "killed")
+    assert _history(tmp_path / "killed") == _history(tmp_path / "straight")
+    assert resumed.dev == done.dev and resumed.best_epoch == done.best_epoch
+    a, b = (load_file(tmp_path / r / "best" / "model.safetensors") for r in ("straight", "killed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # media issues seen before the kill are still reported
+    assert resumed.media_issues == done.media_issues and len(done.media_issues) == 3
+    last = [json.loads((tmp_path / r / "checkpoints" / "last" / "trainer_state.json").read_text()) for r in ("straight", "killed")]
+    assert last[0]["epoch_loss"] == last[1]["epoch_loss"] and last[0]["global_step"] == last[1]["global_step"] == 4
+
+
+def test_checkpoints_are_written_atomically(demo_tree, tmp_path, monkeypatch):
+    config = tiny_config(demo_tree, ("text",), train__checkpoint_every_steps=1, train__max_steps=3, train__eval_test=False)
+    trainer = Trainer(config, run_dir=tmp_path / "run")
+    save_state = trainer.accelerator.save_state
+
+    def crash_while_saving(path):
+        save_state(path)
+        if trainer.state["global_step"] == 2:
+            (tmp_path / "run" / "checkpoints" / ".last.tmp" / "model.safetensors").write_bytes(b"half a file")
+            raise Killed
+
+    monkeypatch.setattr(trainer.accelerator, "save_state", crash_while_saving)
+    with pytest.raises(Killed):
+        trainer.fit()
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert json.loads((ckpt / "last" / "trainer_state.json").read_text())["global_step"] == 1  # the last complete one
+
+    # killed between replace_dir's two renames: the previous checkpoint, set aside, is still found
+    aside = ckpt / ".last.old-999"
+    (ckpt / "last").rename(aside)
+    assert last_checkpoint(tmp_path / "run") == aside
+    result = train(None, resume=tmp_path / "run")
+    assert result.history[-1]["step"] == 3 and (ckpt / "last" / "trainer_state.json").exists()
+
+    # and replace_dir never leaves the destination half-written
+    src, dst = tmp_path / "new", tmp_path / "dst"
+    src.mkdir(), dst.mkdir()
+    (src / "f").write_text("new"), (dst / "f").write_text("old")
+    replace_dir(src, dst)
+    assert (dst / "f").read_text() == "new" and not src.exists() and not list(tmp_path.glob(".dst.old-*"))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(demo_tree, tmp_path):
+    config = tiny_config(demo_tree, ("text",), train__checkpoint_every_steps=1, train__epochs=2)
+    trainer = Trainer(config, run_dir=tmp_path / "run")
+    criterion = trainer.criterion
+
+    def poisoned(logits, labels):
+        loss = criterion(logits, labels)
+        return loss * float("nan") if trainer.state["global_step"] == 2 else loss
+
+    trainer.criterion = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 \(epoch 1, batch 3\).*last good checkpoint is .*last"):
+        trainer.fit()
+    state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert all(torch.isfinite(p).all() for p in trainer.unwrapped.parameters())
+
+
+def test_empty_splits_and_labels_outside_the_label_set_are_named(demo_tree, tmp_path):
+    def write(split, rows):
+        with open(tmp_path / f"{split}_sent_emo.csv", "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+
+    tables = {s: list(csv.reader(open(demo_tree / f"{s}_sent_emo.csv", newline=""))) for s in ("train", "dev", "test")}
+    write("train", tables["train"]), write("dev", tables["dev"]), write("test", tables["test"][:1])
+    with pytest.raises(DataError, match=r"split 'test' is empty \(splits found: train \(16\), dev \(8\), test \(0\)\)"):
+        Trainer(tiny_config(tmp_path, ("text",)), run_dir=tmp_path / "r")
+    write("train", tables["train"][:1])
+    with pytest.raises(DataError, match="split 'train' is missing or empty"):
+        Trainer(tiny_config(tmp_path, ("text",)), run_dir=tmp_path / "r")
+    rows = [list(r) for r in tables["train"][:4]]
+    rows[3][rows[0].index("Emotion")] = "happy"
+    write("train", rows)
+    with pytest.raises(LabelError, match=r"train_sent_emo.csv: row 4 \(split train\): label 'happy' is not in label set meld7"):
+        Trainer(tiny_config(tmp_path, ("text",)), run_dir=tmp_path / "r")
+
+
+def _no_dropout(root, **extra):
+    cfg = tiny_overrides(root, ("text",), data__max_examples=8, train__eval_test=False, **extra)
+    cfg["model"]["encoders"]["text"]["model_overrides"].update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg["model"]["fusion"]["dropout"] = 0.0
+    cfg["model"]["head_dropout"] = 0.0
+    return load_config(None, cfg)
+
+
+def test_gradient_accumulation_matches_the_larger_batch(demo_tree, tmp_path):
+    big = Trainer(_no_dropout(demo_tree, train__batch_size=4), run_dir=tmp_path / "big")
+    before = _weights(big.unwrapped)
+    big.fit()
+    accumulated = Trainer(_no_dropout(demo_tree, train__batch_size=2, train__grad_accum=2), run_dir=tmp_path / "acc")
+    assert accumulated.total_steps == big.total_steps == 2
+    accumulated.fit()
+    a, b = _weights(big.unwrapped), _weights(accumulated.unwrapped)
+    assert any(not torch.equal(before[k], a[k]) for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_bf16_mixed_precision_on_cpu_and_fp16_needs_a_gpu(demo_tree, tmp_path):
+    trainer = Trainer(tiny_config(demo_tree, ("text",), train__precision="bf16", train__max_steps=2, data__max_examples=8,
+                                  train__eval_test=False), run_dir=tmp_path / "bf16")
+    dtypes = []
+    handle = trainer.unwrapped.head.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    result = trainer.fit()
+    handle.remove()
+    assert trainer.accelerator.mixed_precision == "bf16" and dtypes[0] == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in trainer.unwrapped.parameters())  # master weights stay fp32
+    assert math.isfinite(result.history[-1]["train_loss"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="train.precision: fp16 needs a CUDA GPU"):
+            Trainer(tiny_config(demo_tree, ("text",), train__precision="fp16"), run_dir=tmp_path / "fp16")
+    # the next run in the same process may go back to full precision
+    assert Trainer(tiny_config(demo_tree, ("text",), train__precision="no"), run_dir=tmp_path / "fp32").accelerator.mixed_precision == "no"
+
+
+def test_seeded_dataloader_workers_and_deterministic_mode(demo_tree, tmp_path):
+    class Probe(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.tensor([random.random(), np.random.rand(), torch.rand(()).item()])
+
+    def draw(epoch_seed):
+        g = torch.Generator().manual_seed(epoch_seed)
+        loader = DataLoader(Probe(), batch_size=1, num_workers=2, worker_init_fn=_seed_worker, generator=g)
+        return torch.cat(list(loader))
+
+    first, again, other = draw(1), draw(1), draw(2)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert not torch.equal(first[0], first[1])  # the two workers draw different numbers
+
+    seen = []
+    trainer = Trainer(tiny_config(demo_tree, ("text",), train__deterministic=True, train__max_steps=1, data__max_examples=4,
+                                  train__eval_test=False), run_dir=tmp_path / "det")
+    handle = trainer.unwrapped.head.register_forward_hook(lambda *a: seen.append(torch.are_deterministic_algorithms_enabled()))
+    trainer.fit()
+    handle.remove()
+    assert seen and all(seen) and not torch.are_deterministic_algorithms_enabled()  # on for the run, restored after
+
+
+def test_class_weights_focal_loss_and_balanced_sampler(demo_tree, tmp_path):
+    assert balanced_class_weights([10, 5, 0, 5]).tolist() == pytest.approx([20 / 30, 20 / 15, 1.0, 20 / 15])
+    trainer = Trainer(tiny_config(demo_tree, ("text",), train__class_weights="auto", train__loss="focal",
+                                  train__sampler="balanced"), run_dir=tmp_path / "run")
+    counts = trainer.class_counts
+    assert sum(counts) == 16
+    assert trainer.criterion.weight.tolist() == pytest.approx(balanced_class_weights(counts).tolist())
+    assert isinstance(trainer.criterion, FocalLoss)
+
+    logits, target = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.2, 0.1]]), torch.tensor([0, 2])
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    pt = torch.exp(-ce)
+    assert FocalLoss(gamma=0.0)(logits, target).item() == pytest.approx(ce.mean().item())
+    assert FocalLoss(gamma=2.0)(logits, target).item() == pytest.approx(((1 - pt) ** 2 * ce).mean().item())
+    cfg = tiny_config(None).train
+    cfg.class_weights = [1.0, 2.0]
+    with pytest.raises(ValueError, match="2 weights for 3 labels"):
+        build_criterion(cfg, [1, 1, 1])
+
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    weights = (1.0 / torch.bincount(labels).float())[labels]
+    sampler = EpochSampler(100, seed=0, weights=weights)
+    draws = []
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        draws += list(sampler)
+    share = labels[torch.tensor(draws)].float().mean().item()
+    assert 0.4 < share < 0.6  # the 10% class is drawn about half of the time
+    sampler.set_epoch(3)
+    assert list(sampler) == list(sampler) and list(sampler) != draws[:100]
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_linear_warmup_then_decay(demo_tree, tmp_path, schedule):
+    trainer = Trainer(tiny_config(demo_tree, ("text",), train__scheduler=schedule, train__warmup_ratio=0.25,
+                                  train__epochs=4, train__lr=1e-3, train__encoder_lr=1e-4), run_dir=tmp_path / "run")
+    assert trainer.total_steps == 16
+    head = [g for g in trainer.optimizer.param_groups if g["name"] == "fusion_head"][0]
+    text = [g for g in trainer.optimizer.param_groups if g["name"] == "text.backbone"][0]
+    lrs, text_lrs = [], []
+    for _ in range(16):
+        lrs.append(head["lr"])
+        text_lrs.append(text["lr"])
+        trainer.scheduler.step()
+    assert lrs[:5] == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3])  # linear warmup over 4 steps
+    decay = [1e-3 * (0.5 * (1 + math.cos(math.pi * i / 12)) if schedule == "cosine" else 1 - i / 12) for i in range(12)]
+    assert lrs[4:] == pytest.approx(decay)
+    assert text_lrs == pytest.approx([x / 10 for x in lrs])  # every group follows the same shape
+
+
+def test_early_stopping_tensorboard_and_metrics_jsonl(demo_tree, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # no learning at all: the dev metric never improves after epoch 1
+    config = tiny_config(demo_tree, ("text",), train__epochs=5, train__lr=0.0, train__encoder_lr=0.0,
+                         train__early_stopping_patience=2, train__log_every_steps=1, train__eval_test=False)
+    result = train(config, run_dir=tmp_path / "run")
+    assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.best_epoch == 1 and result.epochs == 3
+    assert result.history == [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0  # a stopped run stays stopped when resumed
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/epoch_loss", "lr/fusion_head", "lr/text.backbone", "dev/weighted_f1", "dev/uar"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 13))
+    assert [e.value for e in events.Scalars("dev/weighted_f1")] == pytest.approx([h["weighted_f1"] for h in result.history])
