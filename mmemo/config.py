@@ -103,7 +103,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
     class_weights: Literal["none", "auto"] | list[float] = "none"
-    sampler: Literal["random", "balanced"] = "random"
+    sampler: Literal["random", "balanced", "length_bucketed"] = "random"  # length_bucketed: fast text runs
     scheduler: Literal["constant", "linear", "cosine"] = "linear"
     warmup_ratio: float = 0.0
     select_on: str = "dev"

@@ -119,6 +119,7 @@ def encoder_fingerprint(
         "preprocessing": {name: getattr(data, name) for name in PREPROCESSING_FIELDS},
         "code": _code_digest(type(encoder), type(processor)),
         "precision": precision,
+        "fitted": _digest(processor.fitted_state()),  # statistics the processor learnt from the data
     }
 
 

@@ -30,9 +30,11 @@ from mmemo.data.examples import Example, Splits
 from mmemo.data.sources import load_splits
 from mmemo.data.tables import DataError
 from mmemo.labels import LabelSet
+from mmemo.models.encoders.base import fit_processors
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
 from mmemo.training.losses import build_criterion
 from mmemo.training.metrics import compute_metrics, format_metrics, format_table, plot_confusion
+from mmemo.training.sampling import bucketed_order, text_length
 
 log = logging.getLogger("mmemo")
 
@@ -63,8 +65,10 @@ class EpochSampler(Sampler[int]):
     """A permutation (or class-balanced draw) that depends only on (seed, epoch), so every process of a
     distributed run, and a resumed run, sees the same order."""
 
-    def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None):
+    def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None,
+                 lengths: list[int] | None = None, batch_size: int = 1):
         self.n, self.seed, self.weights, self.epoch = n, seed, weights, 0
+        self.lengths, self.batch_size = lengths, batch_size  # lengths: batch similar lengths together
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -73,6 +77,8 @@ class EpochSampler(Sampler[int]):
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         if self.weights is not None:
             return iter(torch.multinomial(self.weights, self.n, replacement=True, generator=g).tolist())
+        if self.lengths is not None:
+            return iter(bucketed_order(self.lengths, self.batch_size, g))
         return iter(torch.randperm(self.n, generator=g).tolist())
 
     def __len__(self) -> int:
@@ -189,6 +195,8 @@ class Trainer:
         processors = {
             m: type(enc).build_processor(config.model.encoders[m], config.data) for m, enc in self.model.encoders.items()
         }
+        # Statistics learnt from inputs come first: they are part of a cached embedding's fingerprint.
+        fit_processors(processors, splits)
         # Frozen encoders read their embeddings from the cache; the main process computes what is missing.
         with acc.main_process_first():
             every_example = [ex for name in splits.names() for ex in splits[name]]
@@ -203,7 +211,8 @@ class Trainer:
         if t.sampler == "balanced":
             per_class = torch.tensor([1.0 / c if c else 0.0 for c in self.class_counts])
             weights = per_class[torch.tensor([label_set.index(ex.label) for ex in train_examples])]
-        self.train_sampler = EpochSampler(len(train_examples), t.seed, weights)
+        lengths = [text_length(ex) for ex in train_examples] if t.sampler == "length_bucketed" else None
+        self.train_sampler = EpochSampler(len(train_examples), t.seed, weights, lengths, t.batch_size)
         # Workers' seeds come from this generator, re-seeded each epoch, so that neither they nor a resumed
         # run depend on how often the global torch generator was drawn from.
         self.loader_generator = torch.Generator()
@@ -563,6 +572,7 @@ def evaluate(run: str | Path, split: str = "dev", batch_size: int | None = None)
         raise DataError(f"split '{split}' is missing or empty (splits found: {', '.join(splits.names())})")
     processors = {m: type(enc).build_processor(config.model.encoders[m], config.data, model_dir)
                   for m, enc in model.encoders.items()}
+    fit_processors(processors, splits)
     examples = splits[split]
     loader = DataLoader(EmotionDataset(examples, processors, label_set), batch_size=batch_size or config.train.batch_size,
                         collate_fn=Collator(processors), num_workers=run_config.data.num_workers)

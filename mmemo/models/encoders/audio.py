@@ -1,6 +1,7 @@
-"""Audio: a log-mel CNN trained from scratch, or any transformers speech model (wav2vec2, HuBERT, WavLM).
+"""Audio: a log-mel CNN trained from scratch, utterance-level acoustic functionals (librosa) with an MLP,
+or any transformers speech model (wav2vec2, HuBERT, WavLM).
 
-Both decode through ``mmemo.data.media.load_audio`` (mono, the configured sample rate); a silent
+All decode through ``mmemo.data.media.load_audio`` (mono, the configured sample rate); a silent
 track counts as absent, not as a very quiet signal.
 """
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -213,3 +215,155 @@ class HFAudioEncoder(Encoder):
                 pass
         return {"checkpoint": relative, "model_type": None, "pretrained": False, "model_overrides": {}}
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Acoustic functionals (librosa) + MLP
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AcousticConfig(EncoderConfig):
+    name: str = "acoustic"
+    n_mfcc: int = 40
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    trim_db: float | None = 30.0  # strip leading/trailing silence below peak - trim_db (None: keep all)
+    fmin: float = 60.0  # pitch search range, Hz
+    fmax: float = 500.0
+    speaker_norm: bool = False  # standardise each feature with its speaker's own (unlabelled) statistics
+    hidden: list[int] = field(default_factory=lambda: [256])
+    dim: int = 128
+    dropout: float = 0.3
+
+
+def acoustic_functionals(wav: np.ndarray, sample_rate: int, config: AcousticConfig) -> np.ndarray:
+    """Utterance-level statistics of frame features, in the spirit of openSMILE's eGeMAPS functionals:
+    MFCC and delta-MFCC mean/std, spectral shape mean/std, loudness and pitch percentiles, voicing and
+    duration. A fixed-length float32 vector (``acoustic_feature_names`` names each entry)."""
+    import librosa
+
+    if config.trim_db is not None:
+        trimmed, _ = librosa.effects.trim(wav, top_db=config.trim_db)
+        wav = trimmed if len(trimmed) >= sample_rate // 10 else wav
+    n_fft = int(round(sample_rate * config.win_ms / 1000))
+    hop = int(round(sample_rate * config.hop_ms / 1000))
+    spec = np.abs(librosa.stft(wav, n_fft=n_fft, hop_length=hop)) + 1e-10
+    mel = librosa.feature.melspectrogram(S=spec**2, sr=sample_rate, n_mels=64)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=config.n_mfcc)
+    delta = librosa.feature.delta(mfcc, mode="nearest")
+    shape = np.vstack([
+        librosa.feature.spectral_centroid(S=spec, sr=sample_rate),
+        librosa.feature.spectral_bandwidth(S=spec, sr=sample_rate),
+        librosa.feature.spectral_rolloff(S=spec, sr=sample_rate),
+        librosa.feature.spectral_flatness(S=spec),
+        librosa.feature.zero_crossing_rate(wav, frame_length=n_fft, hop_length=hop),
+    ])
+    shape[:3] /= sample_rate / 2  # Hz -> fraction of Nyquist, so all features have similar scales
+    contrast = librosa.feature.spectral_contrast(S=spec, sr=sample_rate, fmin=100.0, n_bands=5)
+    rms_db = librosa.amplitude_to_db(librosa.feature.rms(S=spec, frame_length=n_fft)[0], ref=1.0)
+    yin_frame = int(2 ** np.ceil(np.log2(2.2 * sample_rate / config.fmin)))  # room for two periods of fmin
+    f0 = librosa.yin(wav, fmin=config.fmin, fmax=config.fmax, sr=sample_rate, frame_length=yin_frame, hop_length=hop)
+    n = min(len(f0), len(rms_db), shape.shape[1])
+    voiced = (rms_db[:n] > rms_db.max() - 30.0) & (shape[4, :n] < 0.25) & (f0[:n] > config.fmin) & (f0[:n] < config.fmax)
+    semitones = 12 * np.log2(f0[:n][voiced] / 55.0) if voiced.any() else np.zeros(1)
+
+    def mean_std(x: np.ndarray) -> list[np.ndarray]:
+        return [x.mean(axis=-1), x.std(axis=-1)]
+
+    def spread(x: np.ndarray) -> list[float]:
+        p10, p50, p90 = np.percentile(x, [10, 50, 90])
+        return [x.mean(), x.std(), p10, p50, p90, p90 - p10]
+
+    parts = [*mean_std(mfcc), *mean_std(delta), *mean_std(shape), *mean_std(contrast),
+             np.array(spread(rms_db) + spread(semitones) + [voiced.mean(), np.log(len(wav) / sample_rate)])]
+    return np.concatenate([np.atleast_1d(p) for p in parts]).astype(np.float32)
+
+
+def acoustic_feature_names(config: AcousticConfig) -> list[str]:
+    mfcc = [f"mfcc{i}" for i in range(config.n_mfcc)]
+    shape = ["centroid", "bandwidth", "rolloff", "flatness", "zcr"]
+    contrast = [f"contrast{i}" for i in range(6)]
+    names = []
+    for group in (mfcc, [f"d_{m}" for m in mfcc], shape, contrast):
+        names += [f"{g}_mean" for g in group] + [f"{g}_std" for g in group]
+    for g in ("loudness_db", "pitch_st"):
+        names += [f"{g}_{s}" for s in ("mean", "std", "p10", "p50", "p90", "range")]
+    return names + ["voiced_fraction", "log_duration_s"]
+
+
+class AcousticProcessor(WaveformProcessor):
+    """Waveform -> one vector of acoustic functionals, computed once per clip and kept (a few hundred
+    floats each), optionally standardised with the clip's speaker's statistics."""
+
+    def __init__(self, config: AcousticConfig, data: DataConfig | None):
+        super().__init__(config, data)
+        self._features: dict[str, np.ndarray] = {}
+        self.speaker_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def raw_features(self, example: Example) -> np.ndarray | None:
+        if example.audio is None:
+            return None
+        if example.audio not in self._features:
+            wav = self.load(example)
+            self._features[example.audio] = acoustic_functionals(wav.numpy(), self.sample_rate, self.config)
+        return self._features[example.audio]
+
+    def fit(self, examples: list[Example]) -> None:
+        """Per-speaker mean and std of every feature, from the speaker's own clips (no labels)."""
+        if not self.config.speaker_norm:
+            return
+        by_speaker: dict[str, list[np.ndarray]] = {}
+        for ex in examples:
+            if ex.speaker is None:
+                continue
+            try:
+                feats = self.raw_features(ex)
+            except MediaError:
+                continue  # counted when the dataset meets the clip
+            if feats is not None:
+                by_speaker.setdefault(ex.speaker, []).append(feats)
+        self.speaker_stats = {s: (np.mean(f, axis=0), np.std(f, axis=0) + 1e-3) for s, f in by_speaker.items()}
+
+    def fitted_state(self) -> Any:
+        return {s: [m.tolist(), d.tolist()] for s, (m, d) in sorted(self.speaker_stats.items())} or None
+
+    def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:
+        feats = self.raw_features(example)
+        if feats is None:
+            return None
+        if self.config.speaker_norm:
+            if example.speaker not in self.speaker_stats:
+                raise ValueError(f"{example.audio}: acoustic speaker_norm has no statistics for speaker "
+                                 f"{example.speaker!r}; fit the processor on that speaker's clips first")
+            mean, std = self.speaker_stats[example.speaker]
+            feats = (feats - mean) / std
+        return {"features": torch.from_numpy(np.asarray(feats, dtype=np.float32))}
+
+    def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {"features": torch.stack([it["features"] for it in items])}
+
+
+@register_encoder("acoustic", config=AcousticConfig, modality="audio")
+class AcousticEncoder(Encoder):
+    """Utterance-level librosa functionals (MFCC, spectral, loudness, pitch), normalised, then an MLP."""
+
+    modality = "audio"
+    processor_class = AcousticProcessor
+
+    def __init__(self, config: AcousticConfig, base_dir: str | Path | None = None):
+        super().__init__(config, base_dir)
+        n_features = len(acoustic_feature_names(config))
+        layers: list[nn.Module] = [nn.BatchNorm1d(n_features)]  # running statistics act as a global z-score
+        width = n_features
+        for h in config.hidden:
+            layers += [nn.Dropout(config.dropout), nn.Linear(width, h), nn.GELU()]
+            width = h
+        layers += [nn.Dropout(config.dropout), nn.Linear(width, config.dim)]
+        self.mlp = nn.Sequential(*layers)
+        self.dim = config.dim
+
+    def forward(self, features: torch.Tensor) -> ModalityEmbedding:
+        pooled = self.mlp(features.float())
+        mask = torch.ones(pooled.shape[0], 1, dtype=torch.bool, device=pooled.device)
+        return ModalityEmbedding(pooled.unsqueeze(1), mask, pooled)

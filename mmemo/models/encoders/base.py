@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
-from mmemo.data.examples import Example
+from mmemo.data.examples import Example, Splits
 
 
 @dataclass
@@ -82,6 +83,24 @@ class Processor:
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def fit(self, examples: list[Example]) -> None:
+        """Learn statistics from unlabelled inputs before training (e.g. per-speaker normalisation);
+        most processors need none. Called through ``fit_processors``, which hides the labels."""
+
+    def fitted_state(self) -> Any:
+        """What ``fit`` learnt, in a JSON-able or tensor form: part of a cached embedding's fingerprint,
+        so that refitting on other data never reuses embeddings made with the old statistics."""
+        return None
+
+
+def fit_processors(processors: dict[str, Processor], splits: Splits) -> None:
+    """Let each processor that learns from inputs see every split's examples, with labels removed."""
+    learners = [p for p in processors.values() if type(p).fit is not Processor.fit]
+    if learners:
+        unlabelled = [dataclasses.replace(ex, label=None) for name in splits.names() for ex in splits[name]]
+        for processor in learners:
+            processor.fit(unlabelled)
 
 
 class Encoder(nn.Module):

@@ -29,6 +29,7 @@ class TimmConfig(EncoderConfig):
     model_overrides: dict[str, Any] = field(default_factory=dict)  # kwargs for timm.create_model
     image_size: int | None = None  # None: the backbone's default input size
     grayscale: bool = False  # drop colour (removes a colour-vs-greyscale shortcut in some face datasets)
+    augment: bool = False  # training only: random horizontal flips and shifts of up to 1/8 of the frame
     temporal: Literal["mean", "attention", "transformer"] = "mean"
     temporal_layers: int = 1
     temporal_heads: int = 4
@@ -100,6 +101,19 @@ class TemporalPooling(nn.Module):
         return seq, masked_mean(seq, mask)
 
 
+def augment_frames(x: torch.Tensor, max_shift: float = 0.125) -> torch.Tensor:
+    """Random horizontal flip and translation (edge-padded) of each frame ``[N, C, H, W]``: cheap
+    augmentation for backbones trained from scratch on a few hundred images."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, device=x.device) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    ph, pw = int(h * max_shift), int(w * max_shift)
+    padded = torch.nn.functional.pad(x, (pw, pw, ph, ph), mode="replicate")
+    dy = torch.randint(0, 2 * ph + 1, (n,)).tolist()
+    dx = torch.randint(0, 2 * pw + 1, (n,)).tolist()
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
 @register_encoder("timm", config=TimmConfig, modality="vision")
 class TimmEncoder(Encoder):
     """A timm image backbone applied per frame, with mean, attention or transformer temporal pooling."""
@@ -142,6 +156,8 @@ class TimmEncoder(Encoder):
         x = frames.flatten(0, 1)
         real = frame_mask.flatten()
         x = x[real].float()  # padded frames are never run through the backbone
+        if self.config.augment and self.training:
+            x = augment_frames(x)
         if self.config.grayscale:
             x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std

@@ -1,0 +1,154 @@
+"""Speech benchmark: speaker-independent emotion recognition on EmoDB and RAVDESS, with the acoustic
+encoder (librosa functionals + MLP; with and without per-speaker normalisation) and the log-mel CNN.
+
+Protocol (no clip of a test speaker is ever trained on or selected on; the test speaker is evaluated
+once, with the selected model):
+- EmoDB, 5 speakers: leave one speaker out. RAVDESS, 2 actors: train on one, test on the other, and
+  the reverse.
+- Model selection, ``--validation train`` (default): every other speaker trains, and the epoch is
+  selected on the training speakers' own clips (the first epoch at the best training UAR: stop once
+  the training data is fit). ``--validation speaker`` (EmoDB): the next speaker in sorted order is held
+  out of training to select the epoch by its UAR, and three speakers train.
+- Per-speaker normalisation standardises each speaker's features with that speaker's own clips,
+  labels unseen (the test speaker's too: transductive, as in the speech-emotion literature).
+Figures: accuracy and UAR per fold, and overall from the confusion matrices summed over folds,
+as mean ± std over seeds.
+
+    python scripts/bench/speech.py                                  # everything, seeds 0 1 2
+    python scripts/bench/speech.py --datasets emodb --variants acoustic --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import REPO, RESULTS, SHARED_DATA, fmt, mean_std, peak_rss_mb, write_json
+
+from mmemo import load_config
+from mmemo.data.examples import Splits
+from mmemo.data.manifest import read_manifest
+from mmemo.data.sources import apply_labels
+from mmemo.labels import get_label_set
+from mmemo.training.trainer import Trainer
+
+VARIANTS = {  # name -> (config, overrides)
+    "acoustic": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=false"]),
+    "acoustic+spk": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=true"]),
+    "logmel_cnn": ("configs/emodb/logmel_cnn.yaml", []),
+}
+DATASETS = {  # name -> (folder, label set, manifest columns)
+    "emodb": ("emodb", "emodb7", {"audio": "file", "label": "emotion", "speaker": "speaker"}),
+    "ravdess": ("ravdess_speech", "ravdess8", {"audio": "file", "label": "emotion", "speaker": "actor"}),
+}
+# shared/ANCHORS.md: UAR of plain tools (EmoDB: leave-one-speaker-out over the same 5 speakers).
+ANCHORS = {
+    "emodb": {"chance": 14.3, "170 librosa functionals + RBF SVM, global z-score": 47.3,
+              "same + logistic regression": 54.8, "per-speaker z-score + SVM": 61.5,
+              "per-speaker z-score + logistic regression": 67.7},
+    "ravdess": {"chance": 12.5, "train one actor, test the other (plain tools)": "14-27"},
+}
+
+
+def folds(speakers: list[str], validation_speaker: bool) -> list[tuple[str, list[str], str | None]]:
+    """(test speaker, training speakers, validation speaker or None) for each fold."""
+    out = []
+    for i, test in enumerate(speakers):
+        val = speakers[(i + 1) % len(speakers)] if validation_speaker and len(speakers) > 2 else None
+        out.append((test, [s for s in speakers if s not in (test, val)], val))
+    return out
+
+
+def run_fold(config, examples, label_set, test, train_speakers, val, run_dir: Path) -> dict:
+    by = {"train": [e for e in examples if e.speaker in train_speakers], "test": [e for e in examples if e.speaker == test]}
+    if val is not None:
+        by["dev"] = [e for e in examples if e.speaker == val]
+    config.train.select_on = "dev" if val is not None else "train"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        result = Trainer(config, run_dir=run_dir, splits=Splits(by), label_set=label_set).fit()
+    assert not ({e.id for e in by["test"]} & {e.id for e in by["train"] + by.get("dev", [])})
+    return {"test_speaker": test, "val_speaker": val, "train_speakers": train_speakers, "best_epoch": result.best_epoch,
+            "accuracy": result.test["accuracy"], "uar": result.test["uar"], "n": result.test["n"],
+            "confusion": result.test["confusion"]}
+
+
+def pooled(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and UAR of the predictions of all folds together."""
+    support = confusion.sum(1)
+    recall = np.diag(confusion)[support > 0] / support[support > 0]
+    return {"accuracy": round(100 * np.trace(confusion) / confusion.sum(), 2), "uar": round(100 * recall.mean(), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(SHARED_DATA), help="folder holding emodb/ and ravdess_speech/")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--runs", default=str(REPO / "runs" / "bench" / "speech"))
+    parser.add_argument("--out", default=str(RESULTS / "speech.json"))
+    parser.add_argument("--validation", choices=["train", "speaker"], default="train",
+                        help="select the epoch on the training speakers' clips, or on a held-out speaker")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides for every run")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    results: dict = {}
+    for dataset in args.datasets:
+        folder, label_set_name, columns = DATASETS[dataset]
+        manifest = Path(args.data) / folder / "labels.csv"
+        label_set = get_label_set(label_set_name)
+        examples = apply_labels(read_manifest(manifest, columns=columns)["train"], label_set, {}, dataset)
+        speakers = sorted({e.speaker for e in examples})
+        for variant in args.variants:
+            config_path, overrides = VARIANTS[variant]
+            data_overrides = [f"data.label_set={label_set_name}", f"data.manifest.path={manifest}",
+                              f"data.manifest.columns={columns}", "data.manifest.split_column=null",
+                              "data.manifest.splits={}", "train.progress=false", "train.eval_test=true"]
+            per_seed, start = [], time.time()
+            for seed in args.seeds:
+                fold_results = []
+                for test, train_speakers, val in folds(speakers, args.validation == "speaker"):
+                    config = load_config(REPO / config_path, [*data_overrides, *overrides, f"train.seed={seed}",
+                                                              *args.overrides])
+                    run_dir = Path(args.runs) / dataset / variant / f"seed{seed}" / f"test_{test}"
+                    fold_results.append(run_fold(config, examples, label_set, test, train_speakers, val, run_dir))
+                total = np.sum([np.array(f["confusion"]) for f in fold_results], axis=0)
+                per_seed.append({"seed": seed, "folds": fold_results, "overall": pooled(total)})
+                print(f"{dataset} {variant} seed {seed}: " + "  ".join(
+                    f"{f['test_speaker']} {f['uar']:.1f}" for f in fold_results) +
+                    f"  overall UAR {per_seed[-1]['overall']['uar']:.1f}", flush=True)
+            summary = {k: mean_std([s["overall"][k] for s in per_seed]) for k in ("accuracy", "uar")}
+            summary["per_fold"] = {
+                f["test_speaker"]: {k: mean_std([s["folds"][i][k] for s in per_seed]) for k in ("accuracy", "uar")}
+                for i, f in enumerate(per_seed[0]["folds"])}
+            summary["minutes"] = round((time.time() - start) / 60, 1)
+            results.setdefault(dataset, {})[variant] = {"config": config_path, "overrides": overrides,
+                                                        "seeds": per_seed, "summary": summary}
+
+    print()
+    for dataset, by_variant in results.items():
+        speakers = list(next(iter(by_variant.values()))["summary"]["per_fold"])
+        print(f"{dataset}: test speaker -> accuracy / UAR (mean ± std over seeds {args.seeds})")
+        print(f"{'variant':<14}" + "".join(f"{s:>15}" for s in speakers) + f"{'overall':>15}{'min':>6}")
+        for variant, r in by_variant.items():
+            s = r["summary"]
+            print(f"{variant:<14}" + "".join(f"{fmt(s['per_fold'][sp]['uar']):>15}" for sp in speakers)
+                  + f"{fmt(s['uar']):>15}{s['minutes']:>6.1f}   UAR")
+            print(f"{'':<14}" + "".join(f"{fmt(s['per_fold'][sp]['accuracy']):>15}" for sp in speakers)
+                  + f"{fmt(s['accuracy']):>15}{'':>6}   accuracy")
+        print("anchors (UAR, shared/ANCHORS.md): " + "; ".join(f"{k} {v}" for k, v in ANCHORS[dataset].items()))
+        print()
+    path = write_json(args.out, {"benchmark": "speech", "validation": args.validation, "seeds": args.seeds, "overrides": args.overrides,
+                                 "results": results, "anchors_uar": ANCHORS, "peak_rss_mb": peak_rss_mb()})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

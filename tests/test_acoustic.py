@@ -1,0 +1,125 @@
+"""The acoustic encoder (librosa functionals + MLP) and per-speaker normalisation, on real EmoDB and
+RAVDESS files."""
+
+import numpy as np
+import pytest
+import torch
+
+from mmemo.config import DataConfig, load_config
+from mmemo.data.cache import encoder_fingerprint
+from mmemo.data.examples import Example, Splits
+from mmemo.data.manifest import read_manifest
+from mmemo.data.media import load_audio
+from mmemo.labels import get_label_set
+from mmemo.models.encoders.audio import (
+    AcousticConfig,
+    AcousticEncoder,
+    AcousticProcessor,
+    acoustic_feature_names,
+    acoustic_functionals,
+)
+from mmemo.models.encoders.base import Processor, fit_processors
+from mmemo.training.trainer import Trainer
+
+EMODB_COLUMNS = {"audio": "file", "label": "emotion", "speaker": "speaker"}
+
+
+@pytest.fixture(scope="module")
+def emodb(shared_data) -> list[Example]:
+    return read_manifest(shared_data / "emodb" / "labels.csv", columns=EMODB_COLUMNS)["train"]
+
+
+def _pick(examples, speaker, n):
+    return [ex for ex in examples if ex.speaker == speaker][:n]
+
+
+def test_functionals_are_finite_named_and_hear_pitch(emodb):
+    config = AcousticConfig()
+    names = acoustic_feature_names(config)
+    male = acoustic_functionals(load_audio(_pick(emodb, "03", 1)[0].audio, 16000).numpy(), 16000, config)
+    female = acoustic_functionals(load_audio(_pick(emodb, "16", 1)[0].audio, 16000).numpy(), 16000, config)
+    assert male.shape == female.shape == (len(names),) and len(set(names)) == len(names)
+    assert np.isfinite(male).all() and np.isfinite(female).all()
+    pitch = names.index("pitch_st_p50")
+    # speaker 03 is a man, 16 a woman: several semitones apart in median pitch
+    assert female[pitch] - male[pitch] > 4, (male[pitch], female[pitch])
+    assert 0.2 < male[names.index("voiced_fraction")] <= 1.0
+
+
+def test_functionals_on_48k_ravdess_with_extra_wav_chunk(shared_data):
+    path = next((shared_data / "ravdess_speech" / "Actor_13").glob("*.wav"))
+    processor = AcousticProcessor(AcousticConfig(), None)
+    out = processor(Example(id="r", audio=str(path)))
+    assert out["features"].shape == (len(acoustic_feature_names(AcousticConfig())),)
+    assert torch.isfinite(out["features"]).all()
+
+
+def test_speaker_norm_standardises_each_speaker_with_its_own_clips(emodb):
+    examples = _pick(emodb, "03", 6) + _pick(emodb, "16", 6)
+    processor = AcousticProcessor(AcousticConfig(speaker_norm=True), None)
+    fit_processors({"audio": processor}, Splits({"train": examples[:8], "test": examples[8:]}))
+    assert set(processor.speaker_stats) == {"03", "16"}
+    for speaker in ("03", "16"):
+        feats = torch.stack([processor(ex)["features"] for ex in examples if ex.speaker == speaker])
+        assert feats.mean(0).abs().max() < 1e-3
+        informative = feats.std(0, unbiased=False) > 0.5  # features that vary at all within the speaker
+        assert informative.float().mean() > 0.9
+    raw = AcousticProcessor(AcousticConfig(), None)
+    assert not torch.allclose(raw(examples[0])["features"], processor(examples[0])["features"])
+    with pytest.raises(ValueError, match="speaker '11'"):
+        processor(_pick(emodb, "11", 1)[0])
+
+
+def test_statistics_fitted_on_other_clips_are_another_cache_entry(emodb):
+    """Refitting the speaker statistics changes every embedding, so the cache fingerprint must follow."""
+    examples = _pick(emodb, "03", 6) + _pick(emodb, "16", 6)
+    encoder = AcousticEncoder(AcousticConfig(speaker_norm=True, freeze=True))
+    data = DataConfig()
+    fitted = []
+    for subset in (examples, examples[:4] + examples[6:10]):
+        processor = AcousticProcessor(encoder.config, None)
+        fit_processors({"audio": processor}, Splits({"train": subset}))
+        fitted.append(encoder_fingerprint("audio", encoder, processor, data))
+    unfitted = encoder_fingerprint("audio", encoder, AcousticProcessor(encoder.config, None), data)
+    assert fitted[0]["fitted"] != fitted[1]["fitted"]
+    assert unfitted["fitted"] not in (fitted[0]["fitted"], fitted[1]["fitted"])
+    assert {k: v for k, v in fitted[0].items() if k != "fitted"} == {k: v for k, v in fitted[1].items() if k != "fitted"}
+
+
+def test_fit_processors_hides_labels_and_skips_processors_that_learn_nothing(emodb):
+    seen = []
+
+    class Spy(Processor):
+        modality = "audio"
+
+        def fit(self, examples):
+            seen.extend(examples)
+
+    class Plain(Processor):
+        modality = "text"
+
+    examples = _pick(emodb, "03", 3)
+    fit_processors({"audio": Spy(), "text": Plain()}, Splits({"train": examples[:2], "test": examples[2:]}))
+    assert [ex.id for ex in seen] == [ex.id for ex in examples]
+    assert all(ex.label is None for ex in seen) and all(ex.label is not None for ex in examples)
+
+
+def test_acoustic_encoder_trains_in_a_tiny_run(emodb, tmp_path):
+    label_set = get_label_set("emodb7")
+    splits = Splits({"train": _pick(emodb, "03", 16) + _pick(emodb, "16", 16), "dev": _pick(emodb, "11", 8)})
+    config = load_config(None, {
+        "data": {"source": "manifest", "label_set": "emodb7", "manifest": {"path": "unused.csv"}},
+        "model": {"modalities": ["audio"], "encoders": {"audio": {"name": "acoustic", "speaker_norm": True, "hidden": [32],
+                                                                   "dim": 16}},
+                  "fusion": {"name": "concat", "dim": 16}},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-2, "progress": False, "metric": "uar", "eval_test": False},
+    })
+    trainer = Trainer(config, run_dir=tmp_path / "run", splits=splits, label_set=label_set)
+    before = {k: v.clone() for k, v in trainer.unwrapped.encoders["audio"].state_dict().items()}
+    result = trainer.fit()
+    after = trainer.unwrapped.encoders["audio"].state_dict()
+    assert isinstance(trainer.unwrapped.encoders["audio"], AcousticEncoder)
+    assert [h["epoch"] for h in result.history] == [1, 2] and np.isfinite(result.history[-1]["train_loss"])
+    assert not torch.equal(before["mlp.2.weight"], after["mlp.2.weight"])  # the MLP learned
+    assert not torch.equal(before["mlp.0.running_mean"], after["mlp.0.running_mean"])  # input statistics tracked
+    assert result.dev["n"] == 8
