@@ -123,3 +123,13 @@ def test_acoustic_encoder_trains_in_a_tiny_run(emodb, tmp_path):
     assert not torch.equal(before["mlp.2.weight"], after["mlp.2.weight"])  # the MLP learned
     assert not torch.equal(before["mlp.0.running_mean"], after["mlp.0.running_mean"])  # input statistics tracked
     assert result.dev["n"] == 8
+
+
+def test_acoustic_encoder_trains_on_a_batch_of_one():
+    """A train split of 33 with batches of 32 ends with a batch of one, which BatchNorm cannot normalise."""
+    encoder = AcousticEncoder(AcousticConfig(hidden=[16], dim=8)).train()
+    features = torch.randn(1, len(acoustic_feature_names(encoder.config)))
+    out = encoder(features)
+    out.pooled.sum().backward()
+    assert out.pooled.shape == (1, 8) and torch.isfinite(out.pooled).all()
+    assert encoder.mlp[-1].weight.grad is not None and encoder.mlp[0].weight.grad.abs().sum() > 0

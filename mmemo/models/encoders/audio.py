@@ -364,6 +364,12 @@ class AcousticEncoder(Encoder):
         self.dim = config.dim
 
     def forward(self, features: torch.Tensor) -> ModalityEmbedding:
-        pooled = self.mlp(features.float())
+        x = features.float()
+        norm = self.mlp[0]
+        if self.training and x.shape[0] == 1:  # a last batch of one: no batch statistics, use the running ones
+            x = nn.functional.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
+            pooled = self.mlp[1:](x)
+        else:
+            pooled = self.mlp(x)
         mask = torch.ones(pooled.shape[0], 1, dtype=torch.bool, device=pooled.device)
         return ModalityEmbedding(pooled.unsqueeze(1), mask, pooled)
