@@ -52,3 +52,16 @@ def test_augment_frames_keeps_shape_and_content():
     # each output frame is a flipped or unflipped shift of its own input: its rows come from that input
     for i in range(2):
         assert set(out[i].unique().tolist()) <= set(x[i].unique().tolist())
+
+
+def test_chunked_frames_at_evaluation_give_the_same_embedding():
+    frames = torch.randint(0, 256, (3, 5, 3, 32, 32), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 3:] = False  # a shorter clip: its padded frames never reach the backbone
+    whole, chunked = _encoder(eval_frame_chunk=64).eval(), _encoder(eval_frame_chunk=4).eval()
+    calls = []
+    chunked.model.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    with torch.no_grad():
+        a, b = whole(frames, mask), chunked(frames, mask)
+    assert calls == [4, 4, 4, 1]  # 13 real frames in chunks of 4
+    assert torch.allclose(a.pooled, b.pooled, atol=1e-5) and torch.allclose(a.seq, b.seq, atol=1e-5)

@@ -34,6 +34,7 @@ class TimmConfig(EncoderConfig):
     temporal_layers: int = 1
     temporal_heads: int = 4
     dim: int | None = None  # project frame features to this size (None: the backbone's)
+    eval_frame_chunk: int = 32  # out of training, run the backbone on at most this many frames at a time
 
 
 def _pretrained_cfg(backbone: str) -> dict[str, Any]:
@@ -161,7 +162,10 @@ class TimmEncoder(Encoder):
         if self.config.grayscale:
             x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
-        feats = self.proj(self.model(x))
+        if self.training or len(x) <= self.config.eval_frame_chunk:
+            feats = self.proj(self.model(x))
+        else:  # a batch of clips is many frames: chunks keep memory flat and CPU caches warm (same output)
+            feats = torch.cat([self.proj(self.model(c)) for c in x.split(self.config.eval_frame_chunk)])
         seq = feats.new_zeros(b * k, feats.shape[-1])
         seq[real] = feats
         seq = seq.view(b, k, -1)
