@@ -133,3 +133,19 @@ def test_acoustic_encoder_trains_on_a_batch_of_one():
     out.pooled.sum().backward()
     assert out.pooled.shape == (1, 8) and torch.isfinite(out.pooled).all()
     assert encoder.mlp[-1].weight.grad is not None and encoder.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_recognizer_with_the_acoustic_encoder_takes_in_memory_audio(emodb, tmp_path):
+    from mmemo import EmotionRecognizer
+    from mmemo.models.model import EmotionModel
+
+    config = load_config(None, {"model": {"modalities": ["audio"], "encoders": {"audio": {"name": "acoustic", "hidden": [16]}},
+                                          "fusion": {"name": "concat", "dim": 16}}})
+    labels = get_label_set("emodb7")
+    EmotionModel(config.model, len(labels)).save_pretrained(tmp_path / "model", config, labels)
+    recognizer = EmotionRecognizer.from_pretrained(tmp_path / "model")
+    wav = load_audio(emodb[0].audio, 16000)
+    from_memory = recognizer.predict(audio=(wav.numpy(), 16000))
+    from_file = recognizer.predict(audio=emodb[0].audio)
+    assert from_memory.modalities == ["audio"] and from_memory.label in labels.names
+    assert abs(from_memory.probs[from_memory.label] - from_file.probs[from_file.label]) < 1e-3

@@ -304,10 +304,14 @@ class AcousticProcessor(WaveformProcessor):
     def raw_features(self, example: Example) -> np.ndarray | None:
         if example.audio is None:
             return None
-        if example.audio not in self._features:
+        key = example.audio if isinstance(example.audio, str) else None  # in-memory inputs are not kept
+        if key is None or key not in self._features:
             wav = self.load(example)
-            self._features[example.audio] = acoustic_functionals(wav.numpy(), self.sample_rate, self.config)
-        return self._features[example.audio]
+            feats = acoustic_functionals(wav.numpy(), self.sample_rate, self.config)
+            if key is None:
+                return feats
+            self._features[key] = feats
+        return self._features[key]
 
     def fit(self, examples: list[Example]) -> None:
         """Per-speaker mean and std of every feature, from the speaker's own clips (no labels)."""
