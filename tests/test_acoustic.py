@@ -149,3 +149,19 @@ def test_recognizer_with_the_acoustic_encoder_takes_in_memory_audio(emodb, tmp_p
     from_file = recognizer.predict(audio=emodb[0].audio)
     assert from_memory.modalities == ["audio"] and from_memory.label in labels.names
     assert abs(from_memory.probs[from_memory.label] - from_file.probs[from_file.label]) < 1e-3
+
+
+def test_features_of_a_replaced_file_are_recomputed(emodb, tmp_path):
+    """The processor keeps each file's features; a new file at the same path must not get the old ones."""
+    import os
+    import shutil
+
+    processor = AcousticProcessor(AcousticConfig(), None)
+    path = tmp_path / "clip.wav"
+    shutil.copy(emodb[0].audio, path)
+    example = Example(id="x", audio=str(path))
+    first = processor(example)["features"]
+    assert torch.equal(processor(example)["features"], first)
+    shutil.copy(emodb[1].audio, path)
+    os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 10**9))
+    assert not torch.allclose(processor(example)["features"], first)

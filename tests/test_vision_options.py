@@ -64,4 +64,11 @@ def test_chunked_frames_at_evaluation_give_the_same_embedding():
     with torch.no_grad():
         a, b = whole(frames, mask), chunked(frames, mask)
     assert calls == [4, 4, 4, 1]  # 13 real frames in chunks of 4
+    calls.clear()
+    default = _encoder().eval()
+    default.model.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    with torch.no_grad():
+        c = default(frames, mask)
+    assert calls == [8, 5]  # on CPU the default chunk is 8 frames
+    assert torch.allclose(a.pooled, c.pooled, atol=1e-5)
     assert torch.allclose(a.pooled, b.pooled, atol=1e-5) and torch.allclose(a.seq, b.seq, atol=1e-5)

@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader
 from mmemo.config import PREPROCESSING_FIELDS, Config, DataConfig, EncoderConfig, to_dict
 from mmemo.data.dataset import Collator, EmotionDataset
 from mmemo.data.examples import Example
-from mmemo.data.media import MediaError
+from mmemo.data.media import MediaError, file_identity
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, pad_stack
 
 if TYPE_CHECKING:
@@ -123,16 +123,6 @@ def encoder_fingerprint(
     }
 
 
-def _file_identity(path: str | None) -> Any:
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return [path, "unreadable"]
-    return [path, st.st_size, st.st_mtime_ns]
-
-
 def example_key(example: Example) -> str:
     """A digest of what a processor can see of ``example``: its content, not its label or position."""
     fields = asdict(example)
@@ -140,7 +130,7 @@ def example_key(example: Example) -> str:
         fields.pop(name)
     fields["meta"] = {k: v for k, v in example.meta.items() if k not in ("source", "row")}
     for name in ("audio", "video", "image"):
-        fields[name] = _file_identity(fields[name])
+        fields[name] = file_identity(fields[name])
     return _digest(fields)[:40]
 
 

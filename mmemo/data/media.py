@@ -261,6 +261,18 @@ def media_duration(path: str | os.PathLike) -> float | None:
 # --------------------------------------------------------------------------------------------------
 
 
+def file_identity(path: str | None) -> list | None:
+    """``[path, size, mtime_ns]``: changes when the file at ``path`` is replaced, so results computed from
+    a file can be kept under it (``[path, "unreadable"]`` when it cannot be stat-ed)."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, "unreadable"]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
 def is_path(source: object) -> bool:
     return isinstance(source, (str, os.PathLike))
 

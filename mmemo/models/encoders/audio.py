@@ -17,7 +17,7 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example
-from mmemo.data.media import MediaError, describe, is_silent, read_audio
+from mmemo.data.media import MediaError, describe, file_identity, is_silent, read_audio
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
 from mmemo.models.encoders.hf import load_hf_model, resolve_checkpoint
 from mmemo.registry import register_encoder
@@ -298,13 +298,14 @@ class AcousticProcessor(WaveformProcessor):
 
     def __init__(self, config: AcousticConfig, data: DataConfig | None):
         super().__init__(config, data)
-        self._features: dict[str, np.ndarray] = {}
+        self._features: dict[tuple, np.ndarray] = {}
         self.speaker_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def raw_features(self, example: Example) -> np.ndarray | None:
         if example.audio is None:
             return None
-        key = example.audio if isinstance(example.audio, str) else None  # in-memory inputs are not kept
+        # Kept per file version (a replaced file is recomputed); in-memory inputs are not kept.
+        key = tuple(file_identity(example.audio)) if isinstance(example.audio, str) else None
         if key is None or key not in self._features:
             wav = self.load(example)
             feats = acoustic_functionals(wav.numpy(), self.sample_rate, self.config)

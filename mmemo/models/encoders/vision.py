@@ -34,7 +34,9 @@ class TimmConfig(EncoderConfig):
     temporal_layers: int = 1
     temporal_heads: int = 4
     dim: int | None = None  # project frame features to this size (None: the backbone's)
-    eval_frame_chunk: int = 8  # out of training, run the backbone on at most this many frames at a time (CPU: 8 is fastest)
+    # Out of training, run the backbone on at most this many frames at a time; None: 8 on CPU (larger batches
+    # cost more per frame there), every frame at once on other devices.
+    eval_frame_chunk: int | None = None
 
 
 def _pretrained_cfg(backbone: str) -> dict[str, Any]:
@@ -162,10 +164,11 @@ class TimmEncoder(Encoder):
         if self.config.grayscale:
             x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
-        if self.training or len(x) <= self.config.eval_frame_chunk:
+        chunk = self.config.eval_frame_chunk or (8 if x.device.type == "cpu" else len(x))
+        if self.training or len(x) <= chunk:
             feats = self.proj(self.model(x))
         else:  # a batch of clips is many frames: chunks keep memory flat and CPU caches warm (same output)
-            feats = torch.cat([self.proj(self.model(c)) for c in x.split(self.config.eval_frame_chunk)])
+            feats = torch.cat([self.proj(self.model(c)) for c in x.split(chunk)])
         seq = feats.new_zeros(b * k, feats.shape[-1])
         seq[real] = feats
         seq = seq.view(b, k, -1)
