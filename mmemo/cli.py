@@ -82,9 +82,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         where = f" to {args.out}" if args.out else ""
         print(f"{len(preds)} predictions written{where}; {failed} without a usable input", file=sys.stderr)
         return 0
-    logging.getLogger("mmemo").setLevel(logging.ERROR)  # the output below carries the warnings
-    pred = recognizer.predict(text=args.text, audio=args.audio, video=args.video, image=args.image,
-                              context=args.context or None, speaker=args.speaker)
+    logger = logging.getLogger("mmemo")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the output below carries the warnings
+    try:
+        pred = recognizer.predict(text=args.text, audio=args.audio, video=args.video, image=args.image,
+                                  context=args.context or None, speaker=args.speaker)
+    finally:
+        logger.setLevel(level)  # main() may run in a caller's process
     print(json.dumps(pred.to_dict(), indent=2) if args.json else format_prediction(pred))
     return 0
 

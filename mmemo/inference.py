@@ -27,13 +27,14 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from mmemo.config import Config
 from mmemo.data.dataset import Collator
@@ -142,41 +143,65 @@ def with_video_audio(example: Example) -> Example:
 class InputPreparer:
     """One example's raw inputs -> processor tensors, plus what the user must be told: the inputs that
     were dropped (and why) and the long inputs that were cut. Runs in DataLoader workers in
-    ``predict_batch``."""
+    ``predict_batch``.
+
+    In the main process, the media of one example are read at the same time, each in its own thread:
+    decoders release the GIL, so the audio track is read while the video's frames are decoded."""
 
     def __init__(self, processors: dict[str, Any], max_audio_seconds: float | None):
         self.processors = processors
         self.max_audio_seconds = max_audio_seconds
+        self._pool: ThreadPoolExecutor | None = None
 
     def __call__(self, index: int, example: Example) -> dict[str, Any]:
-        inputs: dict[str, Any] = {}
-        dropped: list[tuple[str, str]] = []  # (modality, why)
         notes = self._ignored(example)
         example, context_note = self._fit_context(example)
         notes += context_note
-        for m, processor in self.processors.items():
-            inputs[m] = None
-            source = _source(example, m)
-            if source is None:
-                continue
-            try:
-                if m == "text" and not source.strip():
-                    dropped.append((m, "empty string"))
-                    continue
-                if m != "text":
-                    _check_format(example, m)
-                inputs[m] = processor(example)
-            except MediaError as err:
-                dropped.append((m, str(err)))
-                continue
-            except Exception as exc:  # anything else a decoder throws: name the input, keep the traceback in debug logs
-                log.debug("reading %s input %s failed", m, describe(source), exc_info=True)
-                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-                dropped.append((m, f"{describe(source)}: cannot read ({type(exc).__name__}{': ' + first if first else ''})"))
-                continue
-            notes += self._cut(m, example, processor, inputs[m])
+        wanted = [m for m in self.processors if _source(example, m) is not None]
+        media = [m for m in wanted if m != "text"]
+        if len(media) > 1 and get_worker_info() is None:
+            pool = self._executor()
+            futures = {m: pool.submit(self._read, m, example) for m in media[1:]}
+            results = {m: self._read(m, example) for m in wanted if m not in futures}
+            results |= {m: f.result() for m, f in futures.items()}
+        else:
+            results = {m: self._read(m, example) for m in wanted}
+        inputs: dict[str, Any] = {m: None for m in self.processors}
+        dropped: list[tuple[str, str]] = []  # (modality, why)
+        for m in wanted:  # in the model's modality order, whatever finished first
+            tensors, why, cut = results[m]
+            inputs[m] = tensors
+            if why is not None:
+                dropped.append((m, why))
+            notes += cut
         return {"index": index, "id": example.id, "label": -1, "inputs": inputs, "issues": [],
                 "dropped": dropped, "notes": notes}
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mmemo-read")
+        return self._pool
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers get a copy without the threads
+        return {**self.__dict__, "_pool": None}
+
+    def _read(self, m: str, example: Example) -> tuple[dict[str, torch.Tensor] | None, str | None, list[str]]:
+        """(tensors, why the input was dropped, warnings about cuts) for modality ``m``."""
+        processor = self.processors[m]
+        source = _source(example, m)
+        try:
+            if m == "text" and not source.strip():
+                return None, "empty string", []
+            if m != "text":
+                _check_format(example, m)
+            tensors = processor(example)
+        except MediaError as err:
+            return None, str(err), []
+        except Exception as exc:  # anything else a decoder throws: name the input, keep the traceback in debug logs
+            log.debug("reading %s input %s failed", m, describe(source), exc_info=True)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            return None, f"{describe(source)}: cannot read ({type(exc).__name__}{': ' + first if first else ''})", []
+        return tensors, None, self._cut(m, example, processor, tensors)
 
     def _ignored(self, example: Example) -> list[str]:
         notes = []

@@ -80,14 +80,14 @@ def test_undecodable_files_name_the_file_and_reason(tmp_path):
         load_image(text)
 
 
-def _numbered_clip(path, n_frames, keyframe_every, fps=24):
+def _numbered_clip(path, n_frames, keyframe_every, fps=24, bframes=0):
     """Frame i shows i in its colour (4 bits per channel), so a test can tell which frames were sampled."""
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("h264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
+        stream.options = {"preset": "ultrafast", "x264-params": f"bframes={bframes}:b-adapt=0:b-pyramid=none"}
         stream.codec_context.gop_size = keyframe_every
         for i in range(n_frames):
             rgb = np.zeros((48, 64, 3), np.uint8)
@@ -108,6 +108,32 @@ def test_long_video_samples_the_right_frames_with_or_without_keyframes_to_seek_t
     frames = load_video_frames(tmp_path / "long.mp4", num_frames=6, size=None)
     assert frames.shape == (6, 3, 48, 64)
     assert _frame_numbers(frames) == uniform_indices(n, 6)
+
+
+def _decoded_kinds(path):
+    import av
+    from av.video.frame import PictureType
+
+    with av.open(str(path)) as container:
+        return {PictureType(frame.pict_type).name for frame in container.decode(video=0)}
+
+
+@pytest.mark.parametrize("num_frames, bframes", [(8, 3), (24, 1)])
+def test_b_frames_are_skipped_but_samples_stay_in_their_segments(tmp_path, num_frames, bframes):
+    n = 72  # 3 s at 24 fps; B-frames skipped for 8 samples (9 frames apart), non-reference frames for 24 (3 apart)
+    _numbered_clip(tmp_path / "b.mp4", n, 250, bframes=bframes)
+    assert "B" in _decoded_kinds(tmp_path / "b.mp4")
+    shown = _frame_numbers(load_video_frames(tmp_path / "b.mp4", num_frames=num_frames, size=None))
+    targets = uniform_indices(n, num_frames)
+    assert shown != targets  # some samples did land on skipped frames
+    assert all(t - n / num_frames / 2 <= s <= t for s, t in zip(shown, targets)), (shown, targets)
+    assert len(set(shown)) == num_frames  # samples never merge
+
+
+def test_long_runs_of_b_frames_fall_back_to_decoding_every_frame(tmp_path):
+    _numbered_clip(tmp_path / "b16.mp4", 72, 250, bframes=16)  # a skipped sample would move by up to 16 frames
+    shown = _frame_numbers(load_video_frames(tmp_path / "b16.mp4", num_frames=8, size=None))
+    assert shown == uniform_indices(72, 8)
 
 
 def test_in_memory_audio_layouts_and_integer_pcm():
