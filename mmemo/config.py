@@ -103,6 +103,9 @@ class TrainConfig:
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
     class_weights: Literal["none", "auto"] | list[float] = "none"
+    # > 0: also keep an exponential moving average of the weights (this decay per optimiser step); it is
+    # what is evaluated, selected and saved. About 1 / (1 - decay) steps are averaged.
+    ema_decay: float = 0.0
     sampler: Literal["random", "balanced", "length_bucketed"] = "random"  # length_bucketed: fast text runs
     scheduler: Literal["constant", "linear", "cosine"] = "linear"
     warmup_ratio: float = 0.0

@@ -16,7 +16,7 @@ from mmemo.cli import main
 from mmemo.config import ConfigError, load_config
 from mmemo.data.tables import DataError
 from mmemo.labels import LabelError
-from mmemo.models.model import replace_dir
+from mmemo.models.model import load_weights, replace_dir
 from mmemo.training.losses import FocalLoss, balanced_class_weights, build_criterion
 from mmemo.training.trainer import (
     EpochSampler,
@@ -52,10 +52,12 @@ def _history(run_dir):
     return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(demo_tree, tmp_path):
-    # dropout, modality dropout and BatchNorm all draw on or carry state that the resumed run must restore
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(demo_tree, tmp_path, ema_decay):
+    # dropout, modality dropout and BatchNorm all draw on or carry state that the resumed run must restore;
+    # so does the moving average of the weights
     cfg = tiny_overrides(demo_tree, ("text", "audio"), train__epochs=2, train__checkpoint_every_steps=1,
-                         train__eval_test=False, data__max_examples=8)
+                         train__eval_test=False, data__max_examples=8, train__ema_decay=ema_decay)
     cfg["model"]["fusion"]["modality_dropout"] = 0.3
     config = load_config(None, cfg)
 
@@ -280,3 +282,32 @@ def test_early_stopping_tensorboard_and_metrics_jsonl(demo_tree, tmp_path):
     assert {"train/loss", "train/epoch_loss", "lr/fusion_head", "lr/text.backbone", "dev/weighted_f1", "dev/uar"} <= tags
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 13))
     assert [e.value for e in events.Scalars("dev/weighted_f1")] == pytest.approx([h["weighted_f1"] for h in result.history])
+
+
+def test_moving_average_of_the_weights_is_what_is_evaluated_and_saved(demo_tree, tmp_path):
+    config = tiny_config(demo_tree, ("text", "audio"), train__epochs=1, train__eval_test=False,
+                         data__max_examples=12, train__ema_decay=0.6)  # 3 steps
+    trainer = Trainer(config, run_dir=tmp_path / "ema")
+    seen = []
+    update = trainer.ema.update_parameters
+    trainer.ema.update_parameters = lambda model: (seen.append(_weights(model)), update(model))
+    result = trainer.fit()
+    assert len(seen) == 3  # once per optimiser step
+    saved = load_file(tmp_path / "ema" / "best" / "model.safetensors")
+    raw = _weights(trainer.unwrapped)
+    changed = [k for k in saved if raw[k].is_floating_point() and not torch.equal(seen[0][k], seen[-1][k])]
+    assert changed
+    for k in changed:  # the first step's weights, then ema = 0.6 ema + 0.4 new
+        expected = 0.6 * (0.6 * seen[0][k] + 0.4 * seen[1][k]) + 0.4 * seen[2][k]
+        assert torch.allclose(saved[k], expected, atol=1e-6), k
+    assert any(not torch.allclose(saved[k], raw[k], atol=1e-5) for k in changed)  # not the last step's weights
+    averaged = trainer.predict_split("dev")[2]  # what was reported: the saved average's predictions
+    again = Trainer(config, run_dir=tmp_path / "ema2")
+    load_weights(again.unwrapped, tmp_path / "ema" / "best")
+    again.ema = None
+    assert again.predict_split("dev")[2] == averaged
+    trainer.ema = None
+    assert trainer.predict_split("dev")[2] != averaged  # the raw weights predict otherwise
+    assert result.best_epoch == 1
+    with pytest.raises(ValueError, match="train.ema_decay"):
+        Trainer(tiny_config(demo_tree, ("text",), train__ema_decay=1.5), run_dir=tmp_path / "bad")

@@ -233,6 +233,14 @@ class Trainer:
         self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=int(t.warmup_ratio * self.total_steps),
                                        num_training_steps=self.total_steps)
         acc.register_for_checkpointing(self.scheduler)
+        self.ema = None
+        if t.ema_decay:
+            if not 0.0 < t.ema_decay < 1.0:
+                raise ValueError(f"train.ema_decay: {t.ema_decay} is not in [0, 1); 0 turns the average off")
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.unwrapped, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+            acc.register_for_checkpointing(self.ema)
 
         self.state: dict[str, Any] = {"epoch": 0, "batches_in_epoch": 0, "global_step": 0, "best_metric": None,
                                       "best_epoch": None, "bad_epochs": 0, "history": [], "epoch_loss": [0.0, 0],
@@ -284,6 +292,11 @@ class Trainer:
     @property
     def unwrapped(self) -> EmotionModel:
         return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """What is evaluated, selected and saved: the moving average of the weights when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     # ------------------------------------------------------------------------------------------
     # Checkpoints
@@ -340,7 +353,7 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self.unwrapped.save_pretrained(self.run_dir / "best", self.config, self.label_set)
+            self.accelerator.unwrap_model(self.evaluated).save_pretrained(self.run_dir / "best", self.config, self.label_set)
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------
@@ -387,6 +400,8 @@ class Trainer:
                 running = self.state["epoch_loss"][0] / self.state["epoch_loss"][1]
                 if acc.sync_gradients:
                     self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.unwrapped)
                     self.state["global_step"] += 1
                     step = self.state["global_step"]
                     if self.writer is not None and step % t.log_every_steps == 0:
@@ -467,13 +482,14 @@ class Trainer:
         """Labels, predictions, probabilities and example indices over the whole split, exactly once
         (``gather_for_metrics`` drops the padding a distributed sampler adds)."""
         acc = self.accelerator
-        model = self.model
+        model = self.evaluated
         was_training = model.training
         model.eval()
         y_true, y_pred, probs, index = [], [], [], []
         for batch in self.eval_loader(split):
             self.media.add(batch["issues"])
-            out = model(batch["inputs"], batch["present"])
+            with acc.autocast():  # the average is not wrapped by Accelerate, so mixed precision is asked for here
+                out = model(batch["inputs"], batch["present"])
             p, labels, idx = acc.gather_for_metrics((out.probs.float(), batch["labels"], batch["index"]))
             y_true += labels.tolist()
             y_pred += p.argmax(-1).tolist()
@@ -498,7 +514,7 @@ class Trainer:
         best_dir = self.run_dir / "best"
         acc.wait_for_everyone()
         if (best_dir / "model.safetensors").exists():
-            load_weights(self.unwrapped, best_dir)
+            load_weights(acc.unwrap_model(self.evaluated), best_dir)
         results = {}
         splits = [t.select_on] + (["test"] if t.eval_test and "test" in self.splits and t.select_on != "test" else [])
         for split in splits:
