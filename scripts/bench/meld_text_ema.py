@@ -25,7 +25,7 @@ from common import REPO, RESULTS, SHARED_DATA, fmt, mean_std, write_json
 
 from mmemo import load_config
 
-DECAYS = [0.99, 0.995, 0.998]
+DECAYS = [0.995, 0.99, 0.998]  # the first is the one the trainer keeps (saved in best/)
 
 
 def run_seed(config_path: str, overrides: list[str], decays: list[float], seed: int, run_dir: str, threads: int) -> None:
@@ -77,11 +77,19 @@ def collect(run_dirs: list[Path]) -> dict:
         epochs = [json.loads(line) for line in path.read_text().splitlines()]
         seed = load_config(run_dir / "config.yaml").train.seed
         columns = [k for k in epochs[0] if k not in ("epoch", "time")]
+        # The average the trainer kept: every metric of its selected epoch, from the run's own log.
+        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        selected = [h for h in history if h["best"]][-1]
+        kept = {"ema_decay": load_config(run_dir / "config.yaml").train.ema_decay, "epoch": selected["epoch"],
+                **{k: selected[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1")}}
         runs.append({"seed": seed, "run_dir": str(run_dir), "epochs": len(epochs),
                      "dev_weighted_f1_by_epoch": {c: [e[c] for e in epochs] for c in columns},
-                     "best": {c: max(e[c] for e in epochs) for c in columns}})
+                     "best": {c: max(e[c] for e in epochs) for c in columns}, "kept_average": kept})
     columns = sorted(runs[0]["best"], key=lambda c: -1.0 if c == "raw" else float(c))
     summary = {c: mean_std([r["best"][c] for r in runs]) for c in columns}
+    summary["kept_average"] = {k: mean_std([r["kept_average"][k] for r in runs]) for k in ("weighted_f1", "accuracy", "macro_f1")}
+    summary["kept_average"]["per_class_f1"] = {
+        c: mean_std([r["kept_average"]["per_class_f1"][c] for r in runs]) for c in runs[0]["kept_average"]["per_class_f1"]}
     return {"runs": runs, "summary": summary, "columns": columns}
 
 
@@ -118,6 +126,10 @@ def main() -> None:
         for c in columns:
             print(f"      {c:>6} by epoch: {r['dev_weighted_f1_by_epoch'][c]}")
     print("mean ± std: " + "  ".join(f"{c} {fmt(result['summary'][c])}" for c in columns))
+    kept = result["summary"]["kept_average"]
+    print(f"the average the trainer kept (ema_decay {result['runs'][0]['kept_average']['ema_decay']}): "
+          f"W-F1 {fmt(kept['weighted_f1'])}  acc {fmt(kept['accuracy'])}  macro-F1 {fmt(kept['macro_f1'])}")
+    print("per-class F1: " + "  ".join(f"{c} {fmt(v)}" for c, v in kept["per_class_f1"].items()))
     config = load_config(run_dirs[0] / "config.yaml").to_dict() if (run_dirs[0] / "config.yaml").exists() else None
     path = write_json(args.out, {"benchmark": "meld_text_ema", "config": config, "overrides": args.overrides, **result})
     print(f"\nwrote {path}")
