@@ -141,9 +141,9 @@ def load_video_frames(path: str | os.PathLike, num_frames: int = 8, size: int | 
     import av
 
     try:
-        frames, shift, spacing = _sample_frames(p, num_frames, size, skip=True)
-        if not frames or shift > spacing / 2:
-            frames, _, _ = _sample_frames(p, num_frames, size, skip=False)
+        frames, shift, spacing, skipped = _sample_frames(p, num_frames, size, skip=True)
+        if skipped and (not frames or shift > spacing / 2):
+            frames, *_ = _sample_frames(p, num_frames, size, skip=False)
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
@@ -157,9 +157,9 @@ def load_video_frames(path: str | os.PathLike, num_frames: int = 8, size: int | 
 DEBLOCK_SKIP_SCALE = 2.0
 
 
-def _sample_frames(p: Path, num_frames: int, size: int | None, skip: bool) -> tuple[list[np.ndarray], float, float]:
-    """The sampled frames, the largest time by which one precedes its target, and the time between
-    samples (seconds)."""
+def _sample_frames(p: Path, num_frames: int, size: int | None, skip: bool) -> tuple[list[np.ndarray], float, float, bool]:
+    """The sampled frames, the largest time by which one precedes its target, the time between samples
+    (seconds), and whether frames were skipped."""
     import av
 
     with av.open(str(p)) as container:
@@ -174,7 +174,8 @@ def _sample_frames(p: Path, num_frames: int, size: int | None, skip: bool) -> tu
         count = _frame_count(container, stream)
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         frames_apart = count / max(1, num_frames)
-        if skip and frames_apart >= 2:
+        skip = skip and frames_apart >= 2
+        if skip:
             stream.codec_context.skip_frame = "BIDIR" if frames_apart >= 4 else "NONREF"
         if size and min(stream.codec_context.width, stream.codec_context.height) >= DEBLOCK_SKIP_SCALE * size:
             # Deblocking smooths 8-pixel block edges that a resize by half or more averages away anyway;
@@ -183,7 +184,7 @@ def _sample_frames(p: Path, num_frames: int, size: int | None, skip: bool) -> tu
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         times = [start + i / rate for i in uniform_indices(count, num_frames)]
         frames, shift = _decode_at(container, stream, times, 0.5 / rate, size)
-    return frames, shift, frames_apart / rate
+    return frames, shift, frames_apart / rate, skip
 
 
 def _decode_at(container, stream, times: list[float], tolerance: float, size: int | None) -> tuple[list[np.ndarray], float]:

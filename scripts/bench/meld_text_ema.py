@@ -71,8 +71,8 @@ def run_seed(config_path: str, overrides: list[str], decays: list[float], seed: 
 def collect(run_dirs: list[Path]) -> dict:
     runs = []
     for run_dir in run_dirs:
-        path = next((run_dir / name for name in ("ema_screen.jsonl", "screen.jsonl") if (run_dir / name).exists()), None)
-        if path is None:
+        path = run_dir / "ema_screen.jsonl"
+        if not path.exists():
             raise FileNotFoundError(f"{run_dir}: no ema_screen.jsonl (has this run finished its first epoch?)")
         epochs = [json.loads(line) for line in path.read_text().splitlines()]
         seed = load_config(run_dir / "config.yaml").train.seed
