@@ -26,8 +26,9 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
     return {"mean": round(statistics.fmean(values), 2), "std": round(std, 2)}
 
 
-def fmt(stat: dict[str, float]) -> str:
-    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+def fmt(stat: dict[str, float], digits: int = 1) -> str:
+    """``digits=2`` where a goal sits at a round number, so that 59.98 is not printed as 60.0."""
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
 def peak_rss_mb() -> float:

@@ -77,7 +77,7 @@ def main() -> None:
     for r in runs:
         print(f"{r['seed']:>4} {r['best_epoch']:>5} {r['weighted_f1']:6.2f} {r['accuracy']:6.2f} {r['macro_f1']:6.2f} "
               f"{r['train_minutes']:8.1f} {r['cpu_minutes']:8.1f} {r['peak_rss_mb']:8.0f}")
-    print(f"mean ± std: W-F1 {fmt(summary['weighted_f1'])}  acc {fmt(summary['accuracy'])}  "
+    print(f"mean ± std: W-F1 {fmt(summary['weighted_f1'], 2)}  acc {fmt(summary['accuracy'])}  "
           f"macro-F1 {fmt(summary['macro_f1'])}  ({fmt(summary['train_minutes'])} wall min, "
           f"{fmt(summary['cpu_minutes'])} CPU min per run)")
     print("per-class F1: " + "  ".join(f"{c} {fmt(summary['per_class_f1'][c])}" for c in labels))

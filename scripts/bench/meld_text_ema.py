@@ -125,10 +125,10 @@ def main() -> None:
         print(f"{r['seed']:>4} " + " ".join(f"{r['best'][c]:8.2f}" for c in columns))
         for c in columns:
             print(f"      {c:>6} by epoch: {r['dev_weighted_f1_by_epoch'][c]}")
-    print("mean ± std: " + "  ".join(f"{c} {fmt(result['summary'][c])}" for c in columns))
+    print("mean ± std: " + "  ".join(f"{c} {fmt(result['summary'][c], 2)}" for c in columns))
     kept = result["summary"]["kept_average"]
     print(f"the average the trainer kept (ema_decay {result['runs'][0]['kept_average']['ema_decay']}): "
-          f"W-F1 {fmt(kept['weighted_f1'])}  acc {fmt(kept['accuracy'])}  macro-F1 {fmt(kept['macro_f1'])}")
+          f"W-F1 {fmt(kept['weighted_f1'], 2)}  acc {fmt(kept['accuracy'])}  macro-F1 {fmt(kept['macro_f1'])}")
     print("per-class F1: " + "  ".join(f"{c} {fmt(v)}" for c, v in kept["per_class_f1"].items()))
     config = load_config(run_dirs[0] / "config.yaml").to_dict() if (run_dirs[0] / "config.yaml").exists() else None
     path = write_json(args.out, {"benchmark": "meld_text_ema", "config": config, "overrides": args.overrides, **result})
