@@ -3,7 +3,7 @@ run per seed. The raw weights and an exponential moving average for each decay a
 after every epoch of the same run; since the average never feeds back into training, each column is
 what a run with that ``ema_decay`` reports (its best epoch on dev), at the cost of one training per seed.
 
-    python scripts/bench/meld_text_ema.py --seeds 0 1 2 --jobs 3 --threads 1 train.label_smoothing=0.1
+    python scripts/bench/meld_text_ema.py --seeds 0 1 2 --jobs 3 --threads 1 train.epochs=4
     python scripts/bench/meld_text_ema.py --collect runs/bench/meld_text_ema/seed*   # tables from finished runs
 
 Each run folder gets ``ema_screen.jsonl`` (one line per epoch: dev weighted F1 of the raw weights and of
@@ -75,14 +75,14 @@ def collect(run_dirs: list[Path]) -> dict:
         if not path.exists():
             raise FileNotFoundError(f"{run_dir}: no ema_screen.jsonl (has this run finished its first epoch?)")
         epochs = [json.loads(line) for line in path.read_text().splitlines()]
-        seed = load_config(run_dir / "config.yaml").train.seed
+        train_config = load_config(run_dir / "config.yaml").train
         columns = [k for k in epochs[0] if k not in ("epoch", "time")]
         # The average the trainer kept: every metric of its selected epoch, from the run's own log.
         history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         selected = [h for h in history if h["best"]][-1]
-        kept = {"ema_decay": load_config(run_dir / "config.yaml").train.ema_decay, "epoch": selected["epoch"],
+        kept = {"ema_decay": train_config.ema_decay, "epoch": selected["epoch"],
                 **{k: selected[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1")}}
-        runs.append({"seed": seed, "run_dir": str(run_dir), "epochs": len(epochs),
+        runs.append({"seed": train_config.seed, "run_dir": str(run_dir), "epochs": len(epochs),
                      "dev_weighted_f1_by_epoch": {c: [e[c] for e in epochs] for c in columns},
                      "best": {c: max(e[c] for e in epochs) for c in columns}, "kept_average": kept})
     columns = sorted(runs[0]["best"], key=lambda c: -1.0 if c == "raw" else float(c))
