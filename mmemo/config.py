@@ -102,7 +102,8 @@ class TrainConfig:
     loss: Literal["ce", "focal"] = "ce"
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
-    class_weights: Literal["none", "auto"] | list[float] = "none"
+    # auto: n / (C * count) from the train split; sqrt: its square root, a milder push towards rare classes
+    class_weights: Literal["none", "auto", "sqrt"] | list[float] = "none"
     # > 0: also keep an exponential moving average of the weights (this decay per optimiser step); it is
     # what is evaluated, selected and saved. About 1 / (1 - decay) steps are averaged.
     ema_decay: float = 0.0

@@ -228,6 +228,8 @@ def test_class_weights_focal_loss_and_balanced_sampler(demo_tree, tmp_path):
     assert FocalLoss(gamma=0.0)(logits, target).item() == pytest.approx(ce.mean().item())
     assert FocalLoss(gamma=2.0)(logits, target).item() == pytest.approx(((1 - pt) ** 2 * ce).mean().item())
     cfg = tiny_config(None).train
+    cfg.class_weights = "sqrt"
+    assert build_criterion(cfg, [40, 10, 10]).weight.tolist() == pytest.approx([0.5 ** 0.5, 2 ** 0.5, 2 ** 0.5])
     cfg.class_weights = [1.0, 2.0]
     with pytest.raises(ValueError, match="2 weights for 3 labels"):
         build_criterion(cfg, [1, 1, 1])

@@ -55,6 +55,8 @@ class WeightedCrossEntropy(nn.Module):
 def build_criterion(config: TrainConfig, class_counts: Sequence[int]) -> nn.Module:
     if config.class_weights == "auto":
         weight = balanced_class_weights(class_counts)
+    elif config.class_weights == "sqrt":
+        weight = balanced_class_weights(class_counts).sqrt()
     elif isinstance(config.class_weights, list):
         if len(config.class_weights) != len(class_counts):
             raise ValueError(f"train.class_weights: {len(config.class_weights)} weights for {len(class_counts)} labels")
