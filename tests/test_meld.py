@@ -132,3 +132,15 @@ def test_text_with_context_fits_max_length_and_keeps_the_target(shared_data, max
         assert len(ids) <= max_length and ids[0] == processor.bos and ids[-1] == processor.sep, example.id
         if len(target) <= max_length - 4:  # room for [CLS], [SEP]s and the target: it is never cut
             assert out["input_ids"][out["target_mask"]].tolist() == target, example.id
+
+
+def test_ascii_punctuation_gives_curly_quotes_the_tokens_of_straight_ones(shared_data):
+    from mmemo.models.encoders.text import HFTextConfig, TextProcessor
+
+    curly = [e for e in read_meld(shared_data / "meld")["dev"] if "\u2019" in e.text][:50]
+    assert curly, "MELD dev has utterances with \u2019"
+    plain, ascii_ = TextProcessor(HFTextConfig()), TextProcessor(HFTextConfig(ascii_punctuation=True))
+    straight = [e.text.replace("\u2019", "'").replace("\u2018", "'").replace("\u2026", "...") for e in curly]
+    assert all(ascii_._ids(e.text) == plain._ids(s) for e, s in zip(curly, straight))
+    assert all(plain._ids(e.text) != plain._ids(s) for e, s in zip(curly, straight))
+    assert ascii_._ids("Well\u2026 \u201cno\u201d \u2014 fine") == plain._ids('Well... "no" \u2014 fine')

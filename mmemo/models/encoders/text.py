@@ -31,7 +31,13 @@ class HFTextConfig(EncoderConfig):
     context_turns: int = 0  # previous utterances of the same dialogue
     future_turns: int = 0  # following utterances (only where the application has them)
     speaker_names: bool = True  # prefix each turn with "Speaker: "
+    ascii_punctuation: bool = False  # ’ ‘ “ ” … as the ASCII the checkpoint mostly saw in pretraining
     gradient_checkpointing: bool = False
+
+
+# Typographic punctuation that WordPiece vocabularies keep as rare tokens of their own: "don’t" becomes
+# don / ’ / t, beside the don / ' / t the model saw far more often. MELD mixes both forms.
+ASCII_PUNCTUATION = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2026": "..."})
 
 
 class TextProcessor(Processor):
@@ -55,6 +61,8 @@ class TextProcessor(Processor):
         return turn.text
 
     def _ids(self, text: str) -> list[int]:
+        if self.config.ascii_punctuation:
+            text = text.translate(ASCII_PUNCTUATION)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def encode(self, text: str, speaker: str | None = None, before: tuple[Turn, ...] = (), after: tuple[Turn, ...] = ()) -> dict[str, torch.Tensor]:
