@@ -23,6 +23,7 @@ import os
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -89,11 +90,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds(fn, device: torch.device = torch.device("cpu")) -> float:
-    synchronize(device)
+def seconds(fn, device: torch.device | None = None) -> float:
+    if device is not None:
+        synchronize(device)
     start = time.perf_counter()
     fn()
-    synchronize(device)
+    if device is not None:
+        synchronize(device)
     return time.perf_counter() - start
 
 
@@ -108,7 +111,7 @@ def encoders_alone(rec, clip: str):
         times = {}
         with torch.inference_mode():
             for m, encoder in rec.model.encoders.items():
-                times[m] = seconds(lambda: encoder(**inputs[m]), rec.device)
+                times[m] = seconds(partial(encoder, **inputs[m]), rec.device)
         return times
 
     return run
