@@ -102,6 +102,9 @@ class TrainConfig:
     loss: Literal["ce", "focal"] = "ce"
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
+    # > 0: R-Drop (Liang et al., NeurIPS 2021): each batch goes through twice under different dropout and
+    # this weight times the symmetric KL between the two predictions joins the loss. Twice the compute.
+    rdrop_alpha: float = 0.0
     # auto: n / (C * count) from the train split; sqrt: its square root, a milder push towards rare classes
     class_weights: Literal["none", "auto", "sqrt"] | list[float] = "none"
     # > 0: also keep an exponential moving average of the weights (this decay per optimiser step); it is

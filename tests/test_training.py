@@ -16,8 +16,15 @@ from mmemo.cli import main
 from mmemo.config import ConfigError, load_config
 from mmemo.data.tables import DataError
 from mmemo.labels import LabelError
+from mmemo.models.encoders.base import ModalityEmbedding
 from mmemo.models.model import load_weights, replace_dir
-from mmemo.training.losses import FocalLoss, balanced_class_weights, build_criterion
+from mmemo.training.losses import (
+    FocalLoss,
+    balanced_class_weights,
+    build_criterion,
+    stack_twice,
+    symmetric_kl,
+)
 from mmemo.training.trainer import (
     EpochSampler,
     NonFiniteLossError,
@@ -313,3 +320,47 @@ def test_moving_average_of_the_weights_is_what_is_evaluated_and_saved(demo_tree,
     assert result.best_epoch == 1
     with pytest.raises(ValueError, match="train.ema_decay"):
         Trainer(tiny_config(demo_tree, ("text",), train__ema_decay=1.5), run_dir=tmp_path / "bad")
+
+
+def test_symmetric_kl_is_zero_only_for_equal_predictions_and_matches_the_definition():
+    a, b = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]]), torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]])
+    p, q = a.softmax(-1), b.softmax(-1)
+    kl = lambda x, y: (x * (x / y).log()).sum(-1)  # noqa: E731
+    expected = (0.5 * (kl(p, q) + kl(q, p))).mean()
+    assert symmetric_kl(a, b).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert symmetric_kl(a, b).item() == pytest.approx(symmetric_kl(b, a).item(), rel=1e-6)
+    assert symmetric_kl(a, a + 3.0).item() == pytest.approx(0.0, abs=1e-6)  # a shift is the same softmax
+    assert symmetric_kl(a, b).item() > 0.1
+
+
+def test_stack_twice_doubles_every_tensor_through_dicts_and_cached_embeddings():
+    emb = ModalityEmbedding(torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), torch.randn(2, 4))
+    batch = {"text": {"input_ids": torch.tensor([[1, 2], [3, 4]])}, "audio": emb}
+    twice = stack_twice(batch)
+    assert torch.equal(twice["text"]["input_ids"], torch.tensor([[1, 2], [3, 4], [1, 2], [3, 4]]))
+    assert isinstance(twice["audio"], ModalityEmbedding)
+    assert twice["audio"].seq.shape == (4, 3, 4) and torch.equal(twice["audio"].pooled[2:], emb.pooled)
+
+
+def test_rdrop_adds_the_disagreement_of_two_dropout_samples_to_the_loss(demo_tree, tmp_path):
+    config = tiny_config(demo_tree, ("text", "audio"), train__epochs=1, train__eval_test=False,
+                         data__max_examples=8, train__rdrop_alpha=2.0)
+    trainer = Trainer(config, run_dir=tmp_path / "rdrop")
+    batch = next(iter(trainer.train_loader))
+    n = len(batch["labels"])
+    trainer.model.train()
+    torch.manual_seed(3)
+    loss = trainer._training_loss(batch)
+    torch.manual_seed(3)  # the same dropout masks, by hand
+    out = trainer.model(stack_twice(batch["inputs"]), stack_twice(batch["present"]), stack_twice(batch["labels"]))
+    first, second = out.logits[:n], out.logits[n:]
+    assert not torch.allclose(first, second)  # dropout differs between the two copies
+    ce = 0.5 * (torch.nn.functional.cross_entropy(first, batch["labels"])
+                + torch.nn.functional.cross_entropy(second, batch["labels"]))
+    kl = symmetric_kl(first, second)
+    assert kl.item() > 0
+    assert loss.item() == pytest.approx((ce + 2.0 * kl).item(), rel=1e-5)
+    result = trainer.fit()  # and a whole run trains with it
+    assert math.isfinite(result.history[0]["train_loss"])
+    with pytest.raises(ValueError, match="train.rdrop_alpha"):
+        Trainer(tiny_config(demo_tree, ("text",), train__rdrop_alpha=-1.0), run_dir=tmp_path / "bad")

@@ -1,8 +1,10 @@
-"""Losses for imbalanced emotion data: weighted cross-entropy and focal loss."""
+"""Losses for imbalanced emotion data: weighted cross-entropy and focal loss; R-Drop's consistency term."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,3 +68,27 @@ def build_criterion(config: TrainConfig, class_counts: Sequence[int]) -> nn.Modu
     if config.loss == "focal":
         return FocalLoss(config.focal_gamma, weight, config.label_smoothing)
     return WeightedCrossEntropy(weight, config.label_smoothing)
+
+
+def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """``(KL(p_a || p_b) + KL(p_b || p_a)) / 2``, summed over classes and averaged over rows (R-Drop's term)."""
+    log_a, log_b = F.log_softmax(logits_a.float(), -1), F.log_softmax(logits_b.float(), -1)
+    return 0.5 * (F.kl_div(log_b, log_a, reduction="batchmean", log_target=True)
+                  + F.kl_div(log_a, log_b, reduction="batchmean", log_target=True))
+
+
+def stack_twice(batch: Any) -> Any:
+    """The batch followed by itself along dim 0, through dicts, lists and dataclasses (e.g. cached embeddings).
+
+    One forward pass over both copies gives R-Drop its two dropout samples: independent dropout masks per
+    row, one backward pass, and nothing that distributed training would see as a second forward.
+    """
+    if isinstance(batch, torch.Tensor):
+        return torch.cat([batch, batch])
+    if isinstance(batch, Mapping):
+        return type(batch)({k: stack_twice(v) for k, v in batch.items()})
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return dataclasses.replace(batch, **{f.name: stack_twice(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(list(batch) + list(batch))
+    return batch

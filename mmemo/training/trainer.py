@@ -32,7 +32,7 @@ from mmemo.data.tables import DataError
 from mmemo.labels import LabelSet
 from mmemo.models.encoders.base import fit_processors
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
-from mmemo.training.losses import build_criterion
+from mmemo.training.losses import build_criterion, stack_twice, symmetric_kl
 from mmemo.training.metrics import compute_metrics, format_metrics, format_table, plot_confusion
 from mmemo.training.sampling import bucketed_order, text_length
 
@@ -234,6 +234,8 @@ class Trainer:
                                        num_training_steps=self.total_steps)
         acc.register_for_checkpointing(self.scheduler)
         self.ema = None
+        if t.rdrop_alpha < 0:
+            raise ValueError(f"train.rdrop_alpha: {t.rdrop_alpha} is negative; 0 turns R-Drop off")
         if t.ema_decay:
             if not 0.0 < t.ema_decay < 1.0:
                 raise ValueError(f"train.ema_decay: {t.ema_decay} is not in [0, 1); 0 turns the average off")
@@ -366,6 +368,14 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        alpha = self.config.train.rdrop_alpha
+        if not alpha:
+            return self.model(batch["inputs"], batch["present"], batch["labels"], self.criterion).loss
+        # R-Drop: the criterion over both copies is the mean of the two losses (equal halves, equal weights)
+        out = self.model(*(stack_twice(batch[k]) for k in ("inputs", "present", "labels")), self.criterion)
+        return out.loss + alpha * symmetric_kl(*out.logits.chunk(2))
+
     def fit(self) -> TrainResult:
         acc, t = self.accelerator, self.config.train
         from tqdm.auto import tqdm
@@ -386,8 +396,7 @@ class Trainer:
             for batch in bar:
                 self.media.add(batch["issues"])
                 with acc.accumulate(self.model):
-                    out = self.model(batch["inputs"], batch["present"], batch["labels"], self.criterion)
-                    loss = out.loss
+                    loss = self._training_loss(batch)
                     self._check_finite(loss, epoch)
                     acc.backward(loss)
                     if acc.sync_gradients and t.max_grad_norm:
