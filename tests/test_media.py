@@ -1,13 +1,23 @@
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
+from mmemo.data import media
 from mmemo.data.demo import make_frames, write_clip
 from mmemo.data.media import MediaError, load_audio, load_image, load_video_frames, uniform_indices
 
 
-def test_wav_is_resampled_to_mono_at_the_configured_rate(tmp_path):
+@pytest.fixture(params=["torchcodec", "pyav"])
+def audio_backend(request, monkeypatch) -> str:
+    """Each audio test runs with both decoders: torchcodec, and the PyAV fallback for machines without FFmpeg."""
+    monkeypatch.setattr(media, "audio_backend", lambda: request.param)
+    return request.param
+
+
+def test_wav_is_resampled_to_mono_at_the_configured_rate(tmp_path, audio_backend):
     sr, seconds = 44100, 1.5
     t = np.arange(int(sr * seconds)) / sr
     stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], 1).astype(np.float32) * 0.5
@@ -19,18 +29,37 @@ def test_wav_is_resampled_to_mono_at_the_configured_rate(tmp_path):
     assert abs(np.argmax(spectrum) * 16000 / wav.numel() - 440) < 3  # the pitch survived resampling
 
 
-def test_max_seconds_truncates(tmp_path):
+def test_max_seconds_truncates(tmp_path, audio_backend):
     sf.write(tmp_path / "long.flac", np.random.default_rng(0).normal(0, 0.1, 16000 * 5).astype(np.float32), 16000)
     wav = load_audio(tmp_path / "long.flac", 16000, max_seconds=2.0)
     assert wav.numel() == 32000
 
 
-def test_real_ravdess_wav_with_extra_chunk(shared_data):
+def test_real_ravdess_wav_with_extra_chunk(shared_data, audio_backend):
     wav = load_audio(shared_data / "ravdess_speech" / "Actor_08" / "03-01-01-01-01-01-08.wav", 16000)
     assert wav.numel() / 16000 == pytest.approx(3.503, abs=0.01)  # labels.csv: 3.503 s at 48 kHz
 
 
-def test_mp4_audio_and_k_frames(tmp_path):
+def test_pyav_fallback_decodes_what_torchcodec_decodes(shared_data, monkeypatch):
+    clip = shared_data / "ravdess_speech" / "Actor_08" / "03-01-01-01-01-01-08.wav"  # 48 kHz
+    for window in ({}, {"start": 0.5, "max_seconds": 1.25}):
+        monkeypatch.setattr(media, "audio_backend", lambda: "torchcodec")
+        reference = load_audio(clip, 16000, **window).numpy()
+        monkeypatch.setattr(media, "audio_backend", lambda: "pyav")
+        fallback = load_audio(clip, 16000, **window).numpy()
+        assert abs(fallback.size - reference.size) <= 16, window
+        n = min(fallback.size, reference.size)
+        assert np.corrcoef(fallback[:n], reference[:n])[0, 1] > 0.999, window  # the same samples, aligned (one sample off: 0.95)
+    assert reference.size == 20000
+
+
+def test_audio_falls_back_to_pyav_when_torchcodec_cannot_load(monkeypatch):
+    assert media.audio_backend.__wrapped__() == "torchcodec"  # this machine has FFmpeg's libraries
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # what a failed import looks like
+    assert media.audio_backend.__wrapped__() == "pyav"
+
+
+def test_mp4_audio_and_k_frames(tmp_path, audio_backend):
     rng = np.random.default_rng(0)
     frames = make_frames(rng, "joy", 20, 64)
     audio = (0.3 * np.sin(2 * np.pi * 220 * np.arange(32000) / 16000)).astype(np.float32)
@@ -57,7 +86,7 @@ def test_image_is_a_one_frame_video(shared_data):
     assert load_video_frames(img, num_frames=8, size=48).shape == (1, 3, 48, 48)
 
 
-def test_undecodable_files_name_the_file_and_reason(tmp_path):
+def test_undecodable_files_name_the_file_and_reason(tmp_path, audio_backend):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
     with pytest.raises(MediaError, match=r"bad.mp4: cannot decode audio"):

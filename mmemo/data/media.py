@@ -1,5 +1,5 @@
-"""Decoding media into tensors: torchcodec (FFmpeg) for audio, PyAV (FFmpeg) for video frames, PIL for
-images; besides files, the in-memory values the Python API accepts (arrays, tensors, PIL images).
+"""Decoding media into tensors: torchcodec (FFmpeg) for audio (PyAV where it cannot load), PyAV for video
+frames, PIL for images; besides files, the in-memory values the Python API accepts (arrays, tensors, PIL images).
 
 Every failure becomes a ``MediaError`` that names the file (or the in-memory input) and a short reason,
 so a corrupt clip can be skipped and counted instead of stopping a run with a traceback from inside a
@@ -8,6 +8,8 @@ decoder.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
 import re
@@ -20,6 +22,8 @@ from torch.utils.data import get_worker_info
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
+
+logger = logging.getLogger(__name__)
 
 
 class MediaError(RuntimeError):
@@ -59,8 +63,34 @@ def load_audio(
     max_seconds: float | None = None,
     start: float = 0.0,
 ) -> torch.Tensor:
-    """Mono float32 waveform at ``sample_rate`` from any FFmpeg-readable file (wav, flac, mp3, mp4...)."""
+    """Mono float32 waveform at ``sample_rate`` from any FFmpeg-readable file (wav, flac, mp3, mp4...).
+
+    torchcodec decodes when it can load; where it cannot (no FFmpeg shared libraries on the machine), PyAV,
+    which ships its own FFmpeg, does the same job, so audio still works after a plain ``pip install``.
+    """
     p = _check_file(path)
+    stop = None if max_seconds is None else start + max_seconds
+    decode = _torchcodec_samples if audio_backend() == "torchcodec" else _pyav_samples
+    wav = decode(p, sample_rate, start, stop).to(torch.float32).contiguous()
+    if wav.numel() == 0:
+        raise MediaError(p, "zero-length audio")
+    if not torch.isfinite(wav).all():
+        raise MediaError(p, "cannot decode audio", "non-finite samples")
+    return wav
+
+
+@functools.cache
+def audio_backend() -> str:
+    """``torchcodec``, or ``pyav`` where torchcodec cannot load (it needs FFmpeg's shared libraries)."""
+    try:
+        from torchcodec.decoders import AudioDecoder  # noqa: F401
+    except (ImportError, OSError, RuntimeError) as exc:
+        logger.warning("torchcodec cannot load (%s); decoding audio with PyAV instead", _short(exc))
+        return "pyav"
+    return "torchcodec"
+
+
+def _torchcodec_samples(p: Path, sample_rate: int, start: float, stop: float | None) -> torch.Tensor:
     from torchcodec.decoders import AudioDecoder
 
     try:
@@ -70,18 +100,45 @@ def load_audio(
         if "no audio stream" in msg or "no valid stream" in msg or "best stream" in msg or "audio stream" in msg:
             raise MediaError(p, "no audio track") from None
         raise MediaError(p, "cannot decode audio", _short(exc)) from None
-    stop = None if max_seconds is None else start + max_seconds
     try:
         samples = decoder.get_samples_played_in_range(start, stop).data
     except (RuntimeError, ValueError) as exc:
         raise MediaError(p, "cannot decode audio", _short(exc)) from None
-    wav = samples.mean(dim=0) if samples.dim() == 2 else samples
-    wav = wav.to(torch.float32).contiguous()
-    if wav.numel() == 0:
-        raise MediaError(p, "zero-length audio")
-    if not torch.isfinite(wav).all():
-        raise MediaError(p, "cannot decode audio", "non-finite samples")
-    return wav
+    return samples.mean(dim=0) if samples.dim() == 2 else samples
+
+
+def _pyav_samples(p: Path, sample_rate: int, start: float, stop: float | None) -> torch.Tensor:
+    """The samples played from ``start`` to ``stop`` (seconds on the stream's clock, as torchcodec counts),
+    downmixed and resampled by FFmpeg's swresample."""
+    import av
+
+    chunks: list[np.ndarray] = []
+    first = None  # the time of the first decoded sample
+    count = 0
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.audio:
+                raise MediaError(p, "no audio track")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            for frame in container.decode(stream):
+                if first is None:
+                    first = float(frame.time) if frame.time is not None else 0.0
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    count += chunks[-1].size
+                if stop is not None and first + count / sample_rate > stop + 0.1:  # past it, resampler delay included
+                    break
+            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(p, "cannot decode audio", _short(exc)) from None
+    wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    first = first or 0.0
+    begin = max(0, round((start - first) * sample_rate))
+    end = None if stop is None else max(begin, round((stop - first) * sample_rate))
+    return torch.from_numpy(wav[begin:end].copy())
 
 
 def is_silent(wav: torch.Tensor, threshold: float = 1e-4) -> bool:
