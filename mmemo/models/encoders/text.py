@@ -32,6 +32,7 @@ class HFTextConfig(EncoderConfig):
     future_turns: int = 0  # following utterances (only where the application has them)
     speaker_names: bool = True  # prefix each turn with "Speaker: "
     ascii_punctuation: bool = False  # ’ ‘ “ ” … as the ASCII the checkpoint mostly saw in pretraining
+    target_segment: bool = False  # token type 1 on the target utterance, 0 on its context (BERT pair encoding)
     gradient_checkpointing: bool = False
 
 
@@ -123,6 +124,11 @@ class HFTextEncoder(Encoder):
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.dim = self.model.config.hidden_size
+        if config.target_segment and getattr(self.model.config, "type_vocab_size", 0) < 2:
+            raise ValueError(
+                f"model.encoders.text.target_segment: {config.checkpoint} has "
+                f"{getattr(self.model.config, 'type_vocab_size', 0)} token type(s); marking the target needs 2 "
+                "(BERT, MiniLM, ELECTRA have them; RoBERTa does not)")
 
     @classmethod
     def build_processor(cls, config: HFTextConfig, data: DataConfig | None, base_dir=None) -> TextProcessor:
@@ -133,7 +139,11 @@ class HFTextEncoder(Encoder):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor | None = None) -> ModalityEmbedding:
         mask = attention_mask.bool()
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
+        extra = {}
+        if self.config.target_segment and target_mask is not None:
+            # Which turn is classified, visible to attention itself and not only to the pooling.
+            extra["token_type_ids"] = target_mask.long()
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), **extra).last_hidden_state
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
         else:
