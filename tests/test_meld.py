@@ -118,6 +118,39 @@ def test_text_with_context_marks_the_target_and_pools_only_it(shared_data):
     assert not torch.allclose(emb.pooled[0], emb.seq[0].mean(0), atol=1e-3)  # context informs, does not dilute
 
 
+def test_target_segment_gives_the_target_token_type_1(shared_data):
+    from mmemo.config import from_dict
+    from mmemo.models.encoders.text import HFTextConfig, HFTextEncoder, TextProcessor
+    from tests.conftest import TINY_TEXT
+
+    train = attach_context(read_meld(shared_data / "meld")["train"], past=2, future=1)
+    example = next(e for e in train if e.id == "train/dia1_utt5")
+    settings = {**TINY_TEXT, "max_length": 64, "context_turns": 2, "future_turns": 1}
+    torch.manual_seed(0)
+    encoder = HFTextEncoder(from_dict(HFTextConfig, {**settings, "target_segment": True})).eval()
+    processor = TextProcessor(encoder.config)
+    batch = processor.collate([processor(example)])
+    mask = batch["target_mask"]
+    assert 0 < mask.sum() < batch["attention_mask"].sum()
+
+    marked = encoder(**batch)
+    by_hand = encoder.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            token_type_ids=mask.long()).last_hidden_state
+    assert torch.allclose(marked.seq, by_hand, atol=1e-6)
+    encoder.config.target_segment = False
+    plain = encoder(**batch)
+    assert not torch.allclose(marked.seq[0, ~mask[0]], plain.seq[0, ~mask[0]], atol=1e-4)  # context sees which turn
+
+    encoder.config.target_segment = True
+    encoder.zero_grad()
+    encoder(**batch).pooled.sum().backward()
+    assert encoder.model.embeddings.token_type_embeddings.weight.grad[1].abs().sum() > 0  # type 1 learns
+
+    no_types = {**settings, "target_segment": True, "model_overrides": {**settings["model_overrides"], "type_vocab_size": 1}}
+    with pytest.raises(ValueError, match=r"model.encoders.text.target_segment: .* 1 token type"):
+        HFTextEncoder(from_dict(HFTextConfig, no_types))
+
+
 @pytest.mark.parametrize("max_length", [12, 20, 32])
 def test_text_with_context_fits_max_length_and_keeps_the_target(shared_data, max_length):
     from mmemo.data.examples import Turn
