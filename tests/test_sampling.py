@@ -15,15 +15,16 @@ def _spreads(order, lengths, batch_size):
 
 def test_bucketed_order_is_a_permutation_of_homogeneous_batches():
     g = torch.Generator().manual_seed(0)
-    lengths = torch.randint(1, 200, (1003,)).tolist()
+    lengths = torch.randint(1, 200, (1003,), generator=g).tolist()  # not the global RNG: other tests move it
     order = bucketed_order(lengths, 16, g, pool_batches=10)
     assert sorted(order) == list(range(1003))
     random_order = torch.randperm(1003, generator=g).tolist()
     bucketed, shuffled = _spreads(order, lengths, 16), _spreads(random_order, lengths, 16)
     assert sum(bucketed) < 0.2 * sum(shuffled)
     # 1003 = 62 * 16 + 11: the short batch comes last, so no batch a DataLoader cuts straddles two
-    # buckets (a pool of 160 sorted lengths in 1..199 gives each batch of 16 a spread near 20)
-    assert max(bucketed) < 80, bucketed
+    # buckets. A pool of 160 sorted lengths in 1..199 gives each batch of 16 a spread near 20; only the
+    # three batches of the last pool (43 lengths) spread wider, near 75.
+    assert sum(spread >= 50 for spread in bucketed) <= 3, bucketed
 
 
 def test_batch_order_is_shuffled_and_reproducible():
