@@ -124,11 +124,11 @@ class HFTextEncoder(Encoder):
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.dim = self.model.config.hidden_size
-        if config.target_segment and getattr(self.model.config, "type_vocab_size", 0) < 2:
+        token_types = getattr(self.model.config, "type_vocab_size", 0)
+        if config.target_segment and token_types < 2:
             raise ValueError(
-                f"model.encoders.text.target_segment: {config.checkpoint} has "
-                f"{getattr(self.model.config, 'type_vocab_size', 0)} token type(s); marking the target needs 2 "
-                "(BERT, MiniLM, ELECTRA have them; RoBERTa does not)")
+                f"model.encoders.text.target_segment: {config.checkpoint} has {token_types} token type(s); "
+                "marking the target needs 2 (BERT, MiniLM, ELECTRA have them; RoBERTa does not)")
 
     @classmethod
     def build_processor(cls, config: HFTextConfig, data: DataConfig | None, base_dir=None) -> TextProcessor:
