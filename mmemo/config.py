@@ -199,6 +199,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and ("no" if not value else "yes") in allowed:
+            return "no" if not value else "yes"  # YAML 1.1 reads a bare `no` as False
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
         return value

@@ -77,6 +77,16 @@ def test_parse_overrides_values_are_yaml():
         parse_overrides(["nonsense"])
 
 
+def test_bare_no_is_the_choice_no_not_false(tmp_path):
+    # YAML 1.1 reads `no` as False; `train.precision: no` means the choice "no" in a file and on the CLI.
+    assert load_config(None, ["train.precision=no"]).train.precision == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  precision: no\n")
+    assert load_config(path).train.precision == "no"
+    with pytest.raises(ConfigError, match="train.loss: False is not allowed"):  # no "no" among its choices
+        load_config(None, ["train.loss=no"])
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(None, tiny_overrides())
     cfg.save(tmp_path / "c.yaml")
