@@ -67,7 +67,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError(f"--column {bad[0]!r}: expected FIELD=COLUMN, e.g. audio=file")
         columns = dict(c.split("=", 1) for c in args.column)
         preds = recognizer.predict_batch(args.manifest, batch_size=args.batch_size, num_workers=args.num_workers,
-                                         columns=columns)
+                                         num_threads=args.num_threads, columns=columns)
         out = open(args.out, "w", newline="") if args.out else sys.stdout
         try:
             if args.json:
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="with --manifest: write the predictions here (default: stdout)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-workers", type=int, default=0, help="processes decoding the manifest's media")
+    p.add_argument("--num-threads", type=int,
+                   help="with --num-workers 0: threads decoding the manifest's media (default: batch size, at most the CPU count)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--allow-pickle", action="store_true", help="allow a pickled .bin/.pt checkpoint (trusted sources only)")
     p.add_argument("--json", action="store_true", help="print JSON (with --manifest: JSON Lines)")

@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +54,8 @@ from mmemo.labels import LabelSet
 from mmemo.models.model import EmotionModel
 
 log = logging.getLogger("mmemo")
+# A fast tokenizer raises "Already borrowed" when two threads call it at once; tokenizing is cheap.
+_TEXT_LOCK = threading.Lock()
 
 INPUT_FIELDS = ("text", "audio", "video", "image", "context", "speaker")
 READABLE_SUFFIXES = {
@@ -153,13 +157,14 @@ class InputPreparer:
         self.max_audio_seconds = max_audio_seconds
         self._pool: ThreadPoolExecutor | None = None
 
-    def __call__(self, index: int, example: Example) -> dict[str, Any]:
+    def __call__(self, index: int, example: Example, parallel_media: bool = True) -> dict[str, Any]:
+        """``parallel_media=False`` where the caller already prepares several examples at once."""
         notes = self._ignored(example)
         example, context_note = self._fit_context(example)
         notes += context_note
         wanted = [m for m in self.processors if _source(example, m) is not None]
         media = [m for m in wanted if m != "text"]
-        if len(media) > 1 and get_worker_info() is None:
+        if parallel_media and len(media) > 1 and get_worker_info() is None:
             pool = self._executor()
             futures = {m: pool.submit(self._read, m, example) for m in media[1:]}
             results = {m: self._read(m, example) for m in wanted if m not in futures}
@@ -190,10 +195,13 @@ class InputPreparer:
         processor = self.processors[m]
         source = _source(example, m)
         try:
-            if m == "text" and not source.strip():
-                return None, "empty string", []
-            if m != "text":
-                _check_format(example, m)
+            if m == "text":
+                if not source.strip():
+                    return None, "empty string", []
+                with _TEXT_LOCK:
+                    tensors = processor(example)
+                    return tensors, None, self._cut(m, example, processor, tensors)
+            _check_format(example, m)
             tensors = processor(example)
         except MediaError as err:
             return None, str(err), []
@@ -346,22 +354,32 @@ class EmotionRecognizer:
 
     @torch.inference_mode()
     def predict_batch(self, inputs: Iterable[Mapping[str, Any]] | str | os.PathLike, batch_size: int = 8,
-                      num_workers: int = 0, progress: bool = True, columns: dict[str, str] | None = None) -> list[Prediction]:
+                      num_workers: int = 0, progress: bool = True, columns: dict[str, str] | None = None,
+                      num_threads: int | None = None) -> list[Prediction]:
         """Predictions for a list of ``predict`` keyword dicts (an ``id`` key is kept), or for every row of
         a CSV/JSONL manifest (fields as in training manifests, renamed by ``columns``; media paths
         relative to the manifest's folder), in input order, ``batch_size`` inputs per forward pass.
 
-        Inputs are decoded in ``num_workers`` DataLoader workers (0: in this process). An input with
-        no usable modality gets a ``Prediction`` with ``error`` set; the others are unaffected.
+        With ``num_workers`` 0, inputs are decoded in ``num_threads`` threads of this process (default: one
+        per input of a batch, at most one per CPU core; 1: one input after another), the next batch while
+        the model runs this one: decoders release the GIL, and threads start at once where worker
+        processes take a second or more. With ``num_workers`` > 0, in that many DataLoader processes.
+        An input with no usable modality gets a ``Prediction`` with ``error`` set; the others are unaffected.
         """
         from tqdm.auto import tqdm
 
         examples = self._examples(inputs, columns)
-        loader = DataLoader(_PreparedInputs(examples, self.preparer), batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=list)
+        if num_workers > 0:
+            batches = DataLoader(_PreparedInputs(examples, self.preparer), batch_size=batch_size, num_workers=num_workers,
+                                 collate_fn=list)
+        else:
+            threads = num_threads if num_threads is not None else min(batch_size, os.cpu_count() or 1)
+            if threads < 1:
+                raise ValueError(f"predict_batch: num_threads must be at least 1, got {num_threads}")
+            batches = self._prepared_in_threads(examples, batch_size, threads)
         preds: list[Prediction] = []
         with tqdm(total=len(examples), desc="predict", unit="input", disable=not progress) as bar:
-            for items in loader:
+            for items in batches:
                 preds += self._predict_items(items)
                 bar.update(len(items))
         failed = sum(p.error is not None for p in preds)
@@ -370,6 +388,21 @@ class EmotionRecognizer:
             log.warning("predict_batch: %d of %d inputs had warnings, %d had no usable input (see Prediction.warnings "
                         "and .error)", warned, len(preds), failed)
         return preds
+
+    def _prepared_in_threads(self, examples: list[Example], batch_size: int, threads: int) -> Iterable[list[dict[str, Any]]]:
+        """Batches of prepared inputs in input order, with at most two batches decoded ahead."""
+        if threads == 1:
+            for start in range(0, len(examples), batch_size):
+                yield [self.preparer(i, examples[i]) for i in range(start, min(start + batch_size, len(examples)))]
+            return
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mmemo-batch") as pool:
+            pending: deque = deque()
+            submitted = 0
+            while submitted < len(examples) or pending:
+                while submitted < len(examples) and len(pending) < 2 * batch_size:
+                    pending.append(pool.submit(self.preparer, submitted, examples[submitted], parallel_media=False))
+                    submitted += 1
+                yield [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
 
     def _examples(self, inputs: Iterable[Mapping[str, Any]] | str | os.PathLike, columns: dict[str, str] | None) -> list[Example]:
         use_video_audio = "audio" in self.modalities

@@ -4,6 +4,8 @@ import csv
 import json
 import shutil
 import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -402,10 +404,10 @@ def _batch_inputs(m, tmp):
     ]
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_predict_batch_keeps_input_order_and_matches_predict(rec, media, tmp_path, num_workers):
+@pytest.mark.parametrize("num_workers,num_threads", [(0, 1), (0, 3), (1, None)])
+def test_predict_batch_keeps_input_order_and_matches_predict(rec, media, tmp_path, num_workers, num_threads):
     inputs = _batch_inputs(media, tmp_path)
-    preds = rec.predict_batch(inputs, batch_size=4, num_workers=num_workers, progress=False)
+    preds = rec.predict_batch(inputs, batch_size=4, num_workers=num_workers, num_threads=num_threads, progress=False)
     assert [p.id for p in preds] == ["t", "v", "i", "broken", "a", "w"]
     broken = preds[3]
     assert broken.label is None and broken.probs == {} and "bad.jpg: cannot decode image" in broken.error
@@ -417,6 +419,31 @@ def test_predict_batch_keeps_input_order_and_matches_predict(rec, media, tmp_pat
         # padding a batch moves the log-mel CNN's last frames a little (its BatchNorm shift fills the padding)
         assert pred.probs == pytest.approx(one.probs, abs=1e-4)
         assert pred.contributions == pytest.approx(one.contributions, abs=1e-4)
+
+
+@pytest.mark.parametrize("num_threads,concurrent", [(1, 1), (3, 3)])
+def test_predict_batch_decodes_inputs_at_the_same_time_in_threads(rec, media, tmp_path, monkeypatch, num_threads, concurrent):
+    prepare, lock = rec.preparer, threading.Lock()
+    running, most = [0], [0]
+
+    def slow_prepare(index, example, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.1)  # a decode long enough for the others to start meanwhile
+        try:
+            return prepare(index, example, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(rec, "preparer", slow_prepare)
+    inputs = [{"id": str(i), "text": f"{TEXT} {i}"} for i in range(7)]
+    preds = rec.predict_batch(inputs, batch_size=3, num_threads=num_threads, progress=False)
+    assert [p.id for p in preds] == [str(i) for i in range(7)]
+    assert most[0] == concurrent
+    with pytest.raises(ValueError, match="num_threads must be at least 1"):
+        rec.predict_batch(inputs, num_threads=0, progress=False)
 
 
 def test_predict_batch_over_a_manifest(rec, media, tmp_path):

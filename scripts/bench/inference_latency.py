@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=16, help="inputs in the throughput comparison")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=0, help="predict_batch decoding processes")
+    parser.add_argument("--num-threads", type=int, help="with 0 workers: predict_batch decoding threads (default: its own)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1...")
     parser.add_argument("--text-checkpoint", default="sentence-transformers/all-MiniLM-L6-v2",
@@ -168,7 +169,7 @@ def main() -> None:
         for _ in range(args.throughput_repeats):
             one_by_one.append(seconds(lambda: [rec.predict(**r) for r in rows], rec.device))
             batched.append(seconds(lambda: rec.predict_batch(rows, batch_size=args.batch_size, num_workers=args.num_workers,
-                                                             progress=False), rec.device))
+                                                             num_threads=args.num_threads, progress=False), rec.device))
 
     print(f"inference benchmark: {args.width}x{args.height} h264 ({'several slices' if args.slices else 'one slice'} "
           f"per frame) + stereo AAC 48 kHz clip, {args.seconds:g} s at "
@@ -195,7 +196,8 @@ def main() -> None:
     ratio, ratio_median = min(e2e) / min(bare), statistics.median(e2e) / statistics.median(bare)
     print(f"{'ratio predict / encoders (goal <= 1.3)':<50}{f'{ratio:.2f}x ({ratio_median:.2f}x)':>28}")
     print(f"{f'one-by-one predict, {args.inputs} inputs':<50}{rate(one_by_one):>28}")
-    print(f"{f'predict_batch, batch size {args.batch_size}, {args.num_workers} workers':<50}{rate(batched):>28}")
+    how = f"{args.num_workers} workers" if args.num_workers else f"{args.num_threads or 'default'} threads"
+    print(f"{f'predict_batch, batch size {args.batch_size}, {how}':<50}{rate(batched):>28}")
     speedup, speedup_median = min(one_by_one) / min(batched), statistics.median(one_by_one) / statistics.median(batched)
     print(f"{'ratio batched / one-by-one (goal >= 2)':<50}{f'{speedup:.2f}x ({speedup_median:.2f}x)':>28}")
 
