@@ -111,6 +111,9 @@ class TrainConfig:
     # what is evaluated, selected and saved. About 1 / (1 - decay) steps are averaged.
     ema_decay: float = 0.0
     sampler: Literal["random", "balanced", "length_bucketed"] = "random"  # length_bucketed: fast text runs
+    # length_bucketed: examples are sorted by length within pools of this many batches (then the batches
+    # are shuffled); larger pools pad less and make each batch's lengths more alike
+    bucket_pool_batches: int = 50
     scheduler: Literal["constant", "linear", "cosine"] = "linear"
     warmup_ratio: float = 0.0
     select_on: str = "dev"

@@ -1,5 +1,6 @@
 """Length bucketing: a permutation whose batches hold similar lengths, and a trainer that uses it."""
 
+import pytest
 import torch
 
 from mmemo.data.examples import Example, Turn
@@ -48,3 +49,20 @@ def test_epoch_sampler_buckets_by_text_length_and_changes_with_epoch():
 def test_text_length_counts_context():
     ex = Example(id="a", text="hello", context_before=(Turn("Ross", "hi there"),), context_after=(Turn(None, "bye"),))
     assert text_length(ex) == len("hello") + len("hi there") + len("Ross") + len("bye")
+
+
+def test_bucket_pool_batches_reaches_the_sampler_and_larger_pools_give_more_alike_batches(demo_tree, tmp_path):
+    from mmemo.config import ConfigError
+    from mmemo.training.trainer import Trainer
+    from tests.conftest import tiny_config
+
+    lengths = torch.randint(1, 400, (2000,), generator=torch.Generator().manual_seed(0)).tolist()
+    narrow = EpochSampler(2000, seed=0, lengths=lengths, batch_size=16, pool_batches=2)
+    wide = EpochSampler(2000, seed=0, lengths=lengths, batch_size=16, pool_batches=1000)
+    assert sum(_spreads(list(wide), lengths, 16)) < 0.2 * sum(_spreads(list(narrow), lengths, 16))
+
+    config = tiny_config(demo_tree, ("text",), train__sampler="length_bucketed", train__bucket_pool_batches=7)
+    assert Trainer(config, run_dir=tmp_path / "run").train_sampler.pool_batches == 7
+    config = tiny_config(demo_tree, ("text",), train__sampler="length_bucketed", train__bucket_pool_batches=0)
+    with pytest.raises(ConfigError, match="train.bucket_pool_batches"):
+        Trainer(config, run_dir=tmp_path / "run0")

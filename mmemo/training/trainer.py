@@ -66,9 +66,10 @@ class EpochSampler(Sampler[int]):
     distributed run, and a resumed run, sees the same order."""
 
     def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None,
-                 lengths: list[int] | None = None, batch_size: int = 1):
+                 lengths: list[int] | None = None, batch_size: int = 1, pool_batches: int = 50):
         self.n, self.seed, self.weights, self.epoch = n, seed, weights, 0
         self.lengths, self.batch_size = lengths, batch_size  # lengths: batch similar lengths together
+        self.pool_batches = pool_batches
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -78,7 +79,7 @@ class EpochSampler(Sampler[int]):
         if self.weights is not None:
             return iter(torch.multinomial(self.weights, self.n, replacement=True, generator=g).tolist())
         if self.lengths is not None:
-            return iter(bucketed_order(self.lengths, self.batch_size, g))
+            return iter(bucketed_order(self.lengths, self.batch_size, g, self.pool_batches))
         return iter(torch.randperm(self.n, generator=g).tolist())
 
     def __len__(self) -> int:
@@ -212,7 +213,10 @@ class Trainer:
             per_class = torch.tensor([1.0 / c if c else 0.0 for c in self.class_counts])
             weights = per_class[torch.tensor([label_set.index(ex.label) for ex in train_examples])]
         lengths = [text_length(ex) for ex in train_examples] if t.sampler == "length_bucketed" else None
-        self.train_sampler = EpochSampler(len(train_examples), t.seed, weights, lengths, t.batch_size)
+        if t.bucket_pool_batches < 1:
+            raise ConfigError(f"train.bucket_pool_batches: must be at least 1, got {t.bucket_pool_batches}")
+        self.train_sampler = EpochSampler(len(train_examples), t.seed, weights, lengths, t.batch_size,
+                                          t.bucket_pool_batches)
         # Workers' seeds come from this generator, re-seeded each epoch, so that neither they nor a resumed
         # run depend on how often the global torch generator was drawn from.
         self.loader_generator = torch.Generator()
