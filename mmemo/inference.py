@@ -390,7 +390,7 @@ class EmotionRecognizer:
         return preds
 
     def _prepared_in_threads(self, examples: list[Example], batch_size: int, threads: int) -> Iterable[list[dict[str, Any]]]:
-        """Batches of prepared inputs in input order, with at most two batches decoded ahead."""
+        """Batches of prepared inputs in input order; while the caller runs one, the next two decode."""
         if threads == 1:
             for start in range(0, len(examples), batch_size):
                 yield [self.preparer(i, examples[i]) for i in range(start, min(start + batch_size, len(examples)))]
@@ -398,11 +398,18 @@ class EmotionRecognizer:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mmemo-batch") as pool:
             pending: deque = deque()
             submitted = 0
-            while submitted < len(examples) or pending:
-                while submitted < len(examples) and len(pending) < 2 * batch_size:
+
+            def submit_ahead() -> None:
+                nonlocal submitted
+                while len(pending) < 2 * batch_size and submitted < len(examples):
                     pending.append(pool.submit(self.preparer, submitted, examples[submitted], parallel_media=False))
                     submitted += 1
-                yield [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+
+            submit_ahead()
+            while pending:
+                batch = [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+                submit_ahead()
+                yield batch
 
     def _examples(self, inputs: Iterable[Mapping[str, Any]] | str | os.PathLike, columns: dict[str, str] | None) -> list[Example]:
         use_video_audio = "audio" in self.modalities
