@@ -418,7 +418,7 @@ def validate(config: Config) -> None:
             if m not in MODALITIES:
                 raise ConfigError(f"model.fusion.modality_dropout.{m}: unknown modality; allowed: {', '.join(MODALITIES)}")
     t = config.train
-    for name in ("epochs", "batch_size", "grad_accum"):
+    for name in ("epochs", "batch_size", "grad_accum", "bucket_pool_batches"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: must be >= 1, got {getattr(t, name)}")
     if not 0 <= t.warmup_ratio < 1:

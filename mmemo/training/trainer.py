@@ -213,8 +213,6 @@ class Trainer:
             per_class = torch.tensor([1.0 / c if c else 0.0 for c in self.class_counts])
             weights = per_class[torch.tensor([label_set.index(ex.label) for ex in train_examples])]
         lengths = [text_length(ex) for ex in train_examples] if t.sampler == "length_bucketed" else None
-        if t.bucket_pool_batches < 1:
-            raise ConfigError(f"train.bucket_pool_batches: must be at least 1, got {t.bucket_pool_batches}")
         self.train_sampler = EpochSampler(len(train_examples), t.seed, weights, lengths, t.batch_size,
                                           t.bucket_pool_batches)
         # Workers' seeds come from this generator, re-seeded each epoch, so that neither they nor a resumed

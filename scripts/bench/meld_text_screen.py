@@ -16,7 +16,6 @@ Extra overrides for every run go in the environment variable ``SCREEN_EXTRA`` (s
 import json
 import multiprocessing
 import os
-import statistics
 import sys
 import threading
 import time
@@ -24,9 +23,10 @@ from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "meld" / "text_best.yaml")
-DECAYS = [0.995, 0.99, 0.998]  # the first is the one the trainer keeps
+from common import REPO, mean_std
+from meld_text_ema import DECAYS, run_seed  # DECAYS[0] is the average the trainer keeps
+
+CONFIG = str(REPO / "configs" / "meld" / "text_best.yaml")
 SETTINGS = {
     "base": [],
     "ls02": ["train.label_smoothing=0.2"],
@@ -39,8 +39,6 @@ SETTINGS = {
 
 
 def task(name: str, seed: int, ckpt: str, data: str, root: str, threads: int) -> tuple[str, int]:
-    from meld_text_ema import run_seed
-
     overrides = [f"data.root={data}", "train.progress=false", "train.precision=no",
                  f"model.encoders.text.checkpoint={ckpt}", *SETTINGS[name], *os.environ.get("SCREEN_EXTRA", "").split()]
     run_seed(CONFIG, overrides, DECAYS, seed, f"{root}/{name}/seed{seed}", threads)
@@ -70,13 +68,13 @@ def summary(path: str) -> dict:
         entry["epochs"].append(len(epochs))
         for c in columns:
             entry["best"][c].append(max(e[c] for e in epochs))
-    print(f"{'setting':<8} {'seeds':>5}  " + "  ".join(f"{c:>13}" for c in DECAYS[:1] + ["raw"]) + "   kept average (0.995) per seed")
+    kept = str(DECAYS[0])
+    print(f"{'setting':<8} {'seeds':>5}  {kept:>13}  {'raw':>13}   kept average ({kept}) per seed")
     for name, e in out.items():
-        stats = {c: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for c, v in e["best"].items()}
-        e["mean_std"] = {c: {"mean": round(m, 2), "std": round(s, 2)} for c, (m, s) in stats.items()}
-        cells = "  ".join(f"{stats[c][0]:6.2f} ± {stats[c][1]:4.2f}" for c in ("0.995", "raw"))
-        print(f"{name:<8} {len(e['seeds']):>5}  {cells}   {', '.join(f'{v:.2f}' for v in e['best']['0.995'])}")
         e["best"] = dict(e["best"])
+        e["mean_std"] = {c: mean_std(v) for c, v in e["best"].items()}
+        cells = "  ".join(f"{e['mean_std'][c]['mean']:6.2f} ± {e['mean_std'][c]['std']:4.2f}" for c in (kept, "raw"))
+        print(f"{name:<8} {len(e['seeds']):>5}  {cells}   {', '.join(f'{v:.2f}' for v in e['best'][kept])}")
     return out
 
 
