@@ -105,6 +105,10 @@ class TrainConfig:
     # > 0: R-Drop (Liang et al., NeurIPS 2021): each batch goes through twice under different dropout and
     # this weight times the symmetric KL between the two predictions joins the loss. Twice the compute.
     rdrop_alpha: float = 0.0
+    # > 0: this weight times a supervised contrastive loss on the fused embeddings (same-label rows of a
+    # batch pulled together, at supcon_temperature) joins the loss. Training only; inference is unchanged.
+    supcon_weight: float = 0.0
+    supcon_temperature: float = 0.3
     # auto: n / (C * count) from the train split; sqrt: its square root, a milder push towards rare classes
     class_weights: Literal["none", "auto", "sqrt"] | list[float] = "none"
     # > 0: also keep an exponential moving average of the weights (this decay per optimiser step); it is
@@ -421,6 +425,10 @@ def validate(config: Config) -> None:
     for name in ("epochs", "batch_size", "grad_accum", "bucket_pool_batches"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: must be >= 1, got {getattr(t, name)}")
+    if t.supcon_weight < 0:
+        raise ConfigError(f"train.supcon_weight: must be >= 0 (0 turns it off), got {t.supcon_weight}")
+    if t.supcon_temperature <= 0:
+        raise ConfigError(f"train.supcon_temperature: must be > 0, got {t.supcon_temperature}")
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
     if config.data.source == "manifest":

@@ -23,6 +23,7 @@ from mmemo.training.losses import (
     balanced_class_weights,
     build_criterion,
     stack_twice,
+    supervised_contrastive,
     symmetric_kl,
 )
 from mmemo.training.trainer import (
@@ -331,6 +332,45 @@ def test_symmetric_kl_is_zero_only_for_equal_predictions_and_matches_the_definit
     assert symmetric_kl(a, b).item() == pytest.approx(symmetric_kl(b, a).item(), rel=1e-6)
     assert symmetric_kl(a, a + 3.0).item() == pytest.approx(0.0, abs=1e-6)  # a shift is the same softmax
     assert symmetric_kl(a, b).item() > 0.1
+
+
+def test_supervised_contrastive_matches_its_definition_and_rewards_clustered_classes():
+    torch.manual_seed(0)
+    features, labels = torch.randn(10, 6), torch.tensor([0, 1, 0, 2, 1, 0, 3, 1, 2, 4])
+    z = torch.nn.functional.normalize(features, dim=-1)
+    terms = []
+    for i in range(10):  # by hand: anchors 6 and 9 have no positive and are left out
+        positives = [p for p in range(10) if p != i and labels[p] == labels[i]]
+        if positives:
+            others = torch.stack([z[i] @ z[a] / 0.3 for a in range(10) if a != i])
+            terms.append(-sum((z[i] @ z[p] / 0.3 - others.logsumexp(0)) for p in positives) / len(positives))
+    assert supervised_contrastive(features, labels, 0.3).item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
+    centres = torch.eye(6)[:5] * 5
+    clustered = centres[labels] + 0.1 * torch.randn(10, 6)
+    assert supervised_contrastive(clustered, labels).item() < supervised_contrastive(features, labels).item() - 0.5
+    assert supervised_contrastive(features, torch.arange(10)).item() == 0.0  # no positive pair in the batch
+
+
+def test_supcon_adds_the_contrastive_term_on_fused_embeddings_to_the_loss(demo_tree, tmp_path):
+    config = tiny_config(demo_tree, ("text", "audio"), train__epochs=1, train__eval_test=False,
+                         data__max_examples=12, train__batch_size=8, train__supcon_weight=0.5,
+                         train__supcon_temperature=0.2)
+    trainer = Trainer(config, run_dir=tmp_path / "supcon")
+    batch = next(iter(trainer.train_loader))
+    assert len(batch["labels"]) == 8 and len(set(batch["labels"].tolist())) < 8  # 7 labels: a same-label pair
+    trainer.model.train()
+    torch.manual_seed(3)
+    loss = trainer._training_loss(batch)
+    torch.manual_seed(3)  # the same dropout masks, by hand
+    out = trainer.model(batch["inputs"], batch["present"], batch["labels"])
+    contrastive = supervised_contrastive(out.fused, batch["labels"], 0.2)
+    assert contrastive.item() > 0
+    assert loss.item() == pytest.approx((out.loss + 0.5 * contrastive).item(), rel=1e-5)
+    result = trainer.fit()  # and a whole run trains with it
+    assert math.isfinite(result.history[0]["train_loss"])
+    for key, value in (("supcon_weight", -0.1), ("supcon_temperature", 0.0)):
+        with pytest.raises(ConfigError, match=f"train.{key}"):
+            tiny_config(demo_tree, ("text",), **{f"train__{key}": value})
 
 
 def test_stack_twice_doubles_every_tensor_through_dicts_and_cached_embeddings():

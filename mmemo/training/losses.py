@@ -1,4 +1,5 @@
-"""Losses for imbalanced emotion data: weighted cross-entropy and focal loss; R-Drop's consistency term."""
+"""Losses for imbalanced emotion data: weighted cross-entropy and focal loss; R-Drop's consistency term;
+the supervised contrastive term on fused embeddings."""
 
 from __future__ import annotations
 
@@ -75,6 +76,27 @@ def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor
     log_a, log_b = F.log_softmax(logits_a.float(), -1), F.log_softmax(logits_b.float(), -1)
     return 0.5 * (F.kl_div(log_b, log_a, reduction="batchmean", log_target=True)
                   + F.kl_div(log_a, log_b, reduction="batchmean", log_target=True))
+
+
+def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.3) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al., NeurIPS 2020; Gunel et al., ICLR 2021 for fine-tuning).
+
+    Pulls together the L2-normalised embeddings of same-label rows in the batch and pushes apart the
+    others, so that classes separate in the space the head reads, not only along its decision lines.
+    Anchors without a positive in the batch are left out; a batch without any positive pair gives 0.
+    """
+    z = F.normalize(features.float(), dim=-1)
+    sim = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    counts = positives.sum(1)
+    anchors = counts > 0
+    if not bool(anchors.any()):
+        return features.sum() * 0.0
+    mean_log_prob = log_prob.masked_fill(~positives, 0.0).sum(1)[anchors] / counts[anchors]
+    return -mean_log_prob.mean()
 
 
 def stack_twice(batch: Any) -> Any:

@@ -32,7 +32,7 @@ from mmemo.data.tables import DataError
 from mmemo.labels import LabelSet
 from mmemo.models.encoders.base import fit_processors
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
-from mmemo.training.losses import build_criterion, stack_twice, symmetric_kl
+from mmemo.training.losses import build_criterion, stack_twice, supervised_contrastive, symmetric_kl
 from mmemo.training.metrics import compute_metrics, format_metrics, format_table, plot_confusion
 from mmemo.training.sampling import bucketed_order, text_length
 
@@ -371,12 +371,18 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        alpha = self.config.train.rdrop_alpha
-        if not alpha:
-            return self.model(batch["inputs"], batch["present"], batch["labels"], self.criterion).loss
-        # R-Drop: the criterion over both copies is the mean of the two losses (equal halves, equal weights)
-        out = self.model(*(stack_twice(batch[k]) for k in ("inputs", "present", "labels")), self.criterion)
-        return out.loss + alpha * symmetric_kl(*out.logits.chunk(2))
+        t = self.config.train
+        args = [batch[k] for k in ("inputs", "present", "labels")]
+        if t.rdrop_alpha:
+            # R-Drop: the criterion over both copies is the mean of the two losses (equal halves, equal weights)
+            args = [stack_twice(a) for a in args]
+        out = self.model(*args, self.criterion)
+        loss = out.loss
+        if t.rdrop_alpha:
+            loss = loss + t.rdrop_alpha * symmetric_kl(*out.logits.chunk(2))
+        if t.supcon_weight:
+            loss = loss + t.supcon_weight * supervised_contrastive(out.fused, args[2], t.supcon_temperature)
+        return loss
 
     def fit(self) -> TrainResult:
         acc, t = self.accelerator, self.config.train
