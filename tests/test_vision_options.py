@@ -1,8 +1,23 @@
-"""Vision encoder options the face benchmark relies on: greyscale input and training augmentation."""
+"""Vision encoder options the face benchmark relies on: greyscale input, training augmentation and the
+HOG encoder."""
 
+import math
+
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
-from mmemo.models.encoders.vision import TimmConfig, TimmEncoder, augment_frames
+from mmemo.config import load_config
+from mmemo.models.encoders.vision import (
+    HOGConfig,
+    HOGEncoder,
+    TimmConfig,
+    TimmEncoder,
+    augment_frames,
+    hog_features,
+)
+from mmemo.training.trainer import Trainer
 
 
 def _encoder(**options) -> TimmEncoder:
@@ -72,3 +87,74 @@ def test_chunked_frames_at_evaluation_give_the_same_embedding():
     assert calls == [8, 5]  # on CPU the default chunk is 8 frames
     assert torch.allclose(a.pooled, c.pooled, atol=1e-5)
     assert torch.allclose(a.pooled, b.pooled, atol=1e-5) and torch.allclose(a.seq, b.seq, atol=1e-5)
+
+
+def _edge(vertical: bool, size: int = 32) -> torch.Tensor:
+    """A black-to-white step at the middle column (vertical) or row, as a ``[1, 3, size, size]`` frame."""
+    img = torch.zeros(size, size)
+    if vertical:
+        img[:, size // 2:] = 255.0
+    else:
+        img[size // 2:, :] = 255.0
+    return img.expand(1, 3, size, size)
+
+
+def test_hog_of_a_step_edge_by_hand():
+    feats = hog_features(_edge(vertical=True)).view(3, 3, 2, 2, 9)  # block row, block col, cell row, cell col, bin
+    assert feats.shape == (3, 3, 2, 2, 9)
+    # columns 15 and 16 carry a gradient of 1 at 0 degrees: 8 of a cell's 64 pixels, in cell columns 1 and 2.
+    # Block (0, 0) holds two such cells (1/sqrt(2) each after L2-Hys); block (0, 1) four (1/2 each).
+    assert feats[0, 0, :, 1, 0].tolist() == pytest.approx([1 / math.sqrt(2)] * 2, abs=1e-5)
+    assert feats[0, 0, :, 0].abs().max() == 0
+    assert feats[0, 1, :, :, 0].flatten().tolist() == pytest.approx([0.5] * 4, abs=1e-5)
+    assert feats[..., 1:].abs().max() == 0  # no other orientation
+    horizontal = hog_features(_edge(vertical=False)).view(3, 3, 2, 2, 9)
+    assert horizontal[1, 0, :, :, 4].flatten().tolist() == pytest.approx([0.5] * 4, abs=1e-5)  # 90 degrees: bin 4 of 9
+    assert horizontal[..., :4].abs().max() == 0 and horizontal[..., 5:].abs().max() == 0
+    assert hog_features(torch.full((2, 3, 32, 32), 80.0)).abs().max() == 0  # no gradient, no histogram
+    with pytest.raises(ValueError, match="block_size=2"):
+        hog_features(torch.zeros(1, 3, 12, 12))
+
+
+def test_hog_encoder_is_blind_to_colour_and_augments_in_training_only():
+    torch.manual_seed(0)
+    enc = HOGEncoder(HOGConfig(image_size=32, augment=True, dim=16))
+    frames = _frames()
+    luma = (frames.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 1, 3, 1, 1)).sum(2, keepdim=True)
+    mask = torch.ones(4, 1, dtype=torch.bool)
+    enc.eval()
+    with torch.no_grad():
+        out = enc(frames, mask)
+        assert out.pooled.shape == (4, 16) and enc.dim == 16
+        assert torch.allclose(out.pooled, enc(luma.expand_as(frames), mask).pooled, atol=1e-5)
+        enc.train()
+        torch.manual_seed(1)
+        a = enc(frames, mask).pooled
+        torch.manual_seed(1)
+        b = enc(frames, mask).pooled
+        torch.manual_seed(2)
+        c = enc(frames, mask).pooled
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_hog_encoder_learns_stripe_direction_from_image_files(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["image,emotion,split"]
+    for i in range(36):
+        label = ("happiness", "sadness")[i % 2]
+        period, phase = rng.integers(4, 9), rng.integers(0, 8)
+        wave = 127 + 100 * np.sin(2 * np.pi * (np.arange(48) + phase) / period)
+        img = np.tile(wave, (48, 1)) if label == "happiness" else np.tile(wave[:, None], (1, 48))
+        img = np.clip(img + rng.normal(0, 20, (48, 48)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{label},{'train' if i < 24 else 'dev'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    config = load_config(None, [
+        "data.source=manifest", f"data.manifest.path={tmp_path / 'labels.csv'}", "data.label_set=faces8",
+        "data.manifest.columns.image=image", "data.manifest.columns.label=emotion", "data.manifest.split_column=split",
+        "model.modalities=[vision]", "model.encoders.vision.name=hog", "model.encoders.vision.image_size=32",
+        "model.fusion.dim=32", "train.epochs=6", "train.batch_size=8", "train.lr=3e-3", "train.metric=accuracy",
+        "train.eval_test=false", "train.progress=false", "data.num_workers=0",
+    ])
+    result = Trainer(config, run_dir=tmp_path / "run").fit()
+    assert result.best_metric >= 90.0, result.history  # percent; chance is 50

@@ -1,5 +1,6 @@
-"""Face benchmark: facial-expression images, a timm backbone trained from scratch, identity-disjoint
-5-fold cross-validation, with and without colour, beside the colour-only rule.
+"""Face benchmark: facial-expression images, a timm backbone trained from scratch (with and without
+colour) and HOG descriptors with a linear projection, identity-disjoint 5-fold cross-validation, beside
+the colour-only rule.
 
 The confound (shared/data/facial_expressions/SOURCE.md): disgust and sadness come mostly from RGB
 photos of film actors, the other classes from greyscale news crops, so colour alone predicts labels.
@@ -12,7 +13,8 @@ fold, 20% of its identities are held out to select the epoch (accuracy); the tes
 once with the selected model.
 
     python scripts/bench/faces.py
-    python scripts/bench/faces.py --folds 5 model.encoders.vision.image_size=96
+    python scripts/bench/faces.py --methods hog --out scripts/bench/results/faces_hog.json
+    python scripts/bench/faces.py --methods colour greyscale model.encoders.vision.image_size=96
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ from mmemo.training.metrics import compute_metrics
 from mmemo.training.trainer import Trainer
 
 COLUMNS = {"image": "image", "label": "emotion", "speaker": "identity"}
-VARIANTS = {"colour": ["model.encoders.vision.grayscale=false"], "greyscale": ["model.encoders.vision.grayscale=true"]}
+CONFIGS = REPO / "configs" / "faces"
+# method -> (config, overrides); HOG works on luma, so it has no colour variant
+METHODS = {
+    "colour": (CONFIGS / "resnet18.yaml", ["model.encoders.vision.grayscale=false"]),
+    "greyscale": (CONFIGS / "resnet18.yaml", ["model.encoders.vision.grayscale=true"]),
+    "hog": (CONFIGS / "hog.yaml", []),
+}
 
 
 def is_colour(ex: Example) -> bool:
@@ -74,7 +82,8 @@ def split_folds(examples: list[Example], n_folds: int, seed: int) -> list[tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED_DATA / "facial_expressions"))
-    parser.add_argument("--config", default=str(REPO / "configs" / "faces" / "resnet18.yaml"))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="colour/greyscale: configs/faces/resnet18.yaml; hog: configs/faces/hog.yaml")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench" / "faces"))
@@ -91,16 +100,17 @@ def main() -> None:
     for train, val, test in folds:
         assert not ({e.speaker for e in test} & {e.speaker for e in train + val}) and not ({e.speaker for e in val} & {e.speaker for e in train})
 
-    predictions: dict[str, list[list[str]]] = {"majority class": [], "colour-only rule": [], **{v: [] for v in VARIANTS}}
+    predictions: dict[str, list[list[str]]] = {"majority class": [], "colour-only rule": [], **{m: [] for m in args.methods}}
     minutes: dict[str, float] = {}
     for train, _, test in folds:
         majority = Counter(e.label for e in train).most_common(1)[0][0]
         predictions["majority class"].append([majority] * len(test))
         predictions["colour-only rule"].append(["disgust" if is_colour(e) else "happiness" for e in test])
-    for variant, overrides in VARIANTS.items():
+    for variant in args.methods:
+        config_path, overrides = METHODS[variant]
         start = time.time()
         for fold, (train, val, test) in enumerate(folds):
-            config = load_config(args.config, [f"data.manifest.path={manifest}", f"train.seed={args.seed + fold}",
+            config = load_config(config_path, [f"data.manifest.path={manifest}", f"train.seed={args.seed + fold}",
                                                "train.progress=false", *overrides, *args.overrides])
             run_dir = Path(args.runs) / variant / f"fold{fold}"
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +144,8 @@ def main() -> None:
     print("(mean ± std over folds, then over all folds' predictions together, and its accuracy on the "
           f"{len(examples) - n_colour} greyscale and the {n_colour} colour images; anchors, shared/ANCHORS.md: colour-only rule ~12 points over majority; "
           "HOG + linear SVM and resnet18 from scratch ~40-45% accuracy)")
-    path = write_json(args.out, {"benchmark": "faces", "config": args.config, "overrides": args.overrides,
+    configs = {m: str(METHODS[m][0].relative_to(REPO)) for m in args.methods}
+    path = write_json(args.out, {"benchmark": "faces", "configs": configs, "overrides": args.overrides,
                                  "folds": args.folds, "seed": args.seed, "results": results, "peak_rss_mb": peak_rss_mb()})
     print(f"wrote {path}")
 

@@ -174,3 +174,95 @@ class TimmEncoder(Encoder):
         seq = seq.view(b, k, -1)
         seq, pooled = self.temporal(seq, frame_mask)
         return ModalityEmbedding(seq, frame_mask, pooled)
+
+
+# --------------------------------------------------------------------------------------------------
+# Histograms of oriented gradients (HOG) + a linear projection
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HOGConfig(EncoderConfig):
+    name: str = "hog"
+    image_size: int = 128  # frames are resized (short side) and centre-cropped to this square
+    cell_size: int = 8  # pixels per cell side
+    orientations: int = 9  # unsigned gradient orientation bins over 0-180 degrees
+    block_size: int = 2  # cells per block side; each block is normalised on its own (L2-Hys)
+    augment: bool = False  # training only: random horizontal flips and shifts before the histograms
+    dim: int = 128
+    dropout: float = 0.3
+
+
+def hog_features(frames: torch.Tensor, cell_size: int = 8, orientations: int = 9, block_size: int = 2) -> torch.Tensor:
+    """Dalal-Triggs HOG of ``[N, 3, H, W]`` frames (0-255) on their luma, as scikit-image's ``hog`` computes
+    it (``block_norm="L2-Hys"``, to 1e-7): ``[N, F]`` with
+    ``F = orientations * block_size**2 * (H // cell_size - block_size + 1) * (W // cell_size - block_size + 1)``.
+
+    Each pixel's gradient magnitude goes to its unsigned orientation's bin, is averaged per cell, and
+    each overlapping block of cells is L2-normalised, clipped at 0.2 and normalised again. In torch, so
+    that it runs per batch on the model's device, after augmentation.
+    """
+    luma = (frames.float() * frames.new_tensor([0.299, 0.587, 0.114], dtype=torch.float).view(1, 3, 1, 1)).sum(1) / 255.0
+    n, h, w = luma.shape
+    if min(h, w) // cell_size < block_size:
+        raise ValueError(f"hog: frames of {h}x{w} give fewer than block_size={block_size} cells of {cell_size} px a side")
+    gx = torch.zeros_like(luma)
+    gy = torch.zeros_like(luma)
+    gx[:, :, 1:-1] = luma[:, :, 2:] - luma[:, :, :-2]
+    gy[:, 1:-1, :] = luma[:, 2:, :] - luma[:, :-2, :]
+    magnitude = torch.sqrt(gx**2 + gy**2)
+    degrees = torch.remainder(torch.rad2deg(torch.atan2(gy, gx)), 180.0)
+    bins = (degrees / (180.0 / orientations)).floor().long().clamp(0, orientations - 1).unsqueeze(1)
+    votes = luma.new_zeros(n, orientations, h, w).scatter_add_(1, bins, magnitude.unsqueeze(1))
+    cells = torch.nn.functional.avg_pool2d(votes, cell_size)  # [N, O, H // c, W // c]
+    blocks = torch.nn.functional.unfold(cells, block_size)  # [N, O * b * b, blocks]
+    eps = 1e-5
+    blocks = blocks / torch.sqrt((blocks**2).sum(1, keepdim=True) + eps**2)
+    blocks = blocks.clamp(max=0.2)
+    blocks = blocks / torch.sqrt((blocks**2).sum(1, keepdim=True) + eps**2)
+    # scikit-image's order: block row, block column, cell row, cell column, orientation
+    return blocks.view(n, orientations, block_size * block_size, -1).permute(0, 3, 2, 1).flatten(1)
+
+
+def hog_feature_count(config: HOGConfig) -> int:
+    cells = config.image_size // config.cell_size
+    return config.orientations * config.block_size**2 * (cells - config.block_size + 1) ** 2
+
+
+class HOGProcessor(FrameProcessor):
+    """Frames resized and centre-cropped to ``image_size`` (the histograms are taken in the model)."""
+
+    def __init__(self, config: HOGConfig, data: DataConfig | None):
+        self.config = config
+        self.num_frames = data.num_frames if data else 8
+        self.image_size = config.image_size
+
+
+@register_encoder("hog", config=HOGConfig, modality="vision")
+class HOGEncoder(Encoder):
+    """HOG descriptors of each frame's luma and a linear projection: no backbone to learn, so a strong
+    baseline where a few hundred images cannot train a CNN from scratch; colour never reaches the model."""
+
+    modality = "vision"
+    processor_class = HOGProcessor
+
+    def __init__(self, config: HOGConfig, base_dir: str | Path | None = None):
+        super().__init__(config, base_dir)
+        if config.image_size // config.cell_size < config.block_size:
+            raise ValueError(f"hog: image_size {config.image_size} holds fewer than block_size={config.block_size} "
+                             f"cells of cell_size={config.cell_size}")
+        self.proj = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(hog_feature_count(config), config.dim))
+        self.dim = config.dim
+
+    def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> ModalityEmbedding:
+        b, k = frames.shape[:2]
+        real = frame_mask.flatten()
+        x = frames.flatten(0, 1)[real].float()
+        if self.config.augment and self.training:
+            x = augment_frames(x)
+        c = self.config
+        feats = self.proj(hog_features(x, c.cell_size, c.orientations, c.block_size))
+        seq = feats.new_zeros(b * k, feats.shape[-1])
+        seq[real] = feats
+        seq = seq.view(b, k, -1)
+        return ModalityEmbedding(seq, frame_mask, masked_mean(seq, frame_mask))
