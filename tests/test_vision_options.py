@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from mmemo.config import load_config
+from mmemo.inference import EmotionRecognizer
 from mmemo.models.encoders.vision import (
     HOGConfig,
     HOGEncoder,
@@ -158,3 +159,7 @@ def test_hog_encoder_learns_stripe_direction_from_image_files(tmp_path):
     ])
     result = Trainer(config, run_dir=tmp_path / "run").fit()
     assert result.best_metric >= 90.0, result.history  # percent; chance is 50
+    recognizer = EmotionRecognizer.from_pretrained(tmp_path / "run" / "best", device="cpu")  # and it predicts new files
+    dev = [row.split(",") for row in rows[1:] if row.endswith(",dev")]
+    hits = [recognizer.predict(image=str(tmp_path / name)).label == label for name, label, _ in dev]
+    assert sum(hits) >= 0.9 * len(hits)

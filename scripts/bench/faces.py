@@ -80,7 +80,7 @@ def split_folds(examples: list[Example], n_folds: int, seed: int) -> list[tuple[
 
 
 def hog_logistic_regression(folds, size: int = 128) -> list[list[str]]:
-    """The plain-tools baseline: the same HOG (mmemo's, to 1e-7 scikit-image's) and scikit-learn's logistic
+    """The plain-tools baseline: the same HOG (mmemo's, scikit-image's to 1e-6) and scikit-learn's logistic
     regression, fitted on each fold's training identities with C chosen on its validation identities."""
     from sklearn.linear_model import LogisticRegression
 

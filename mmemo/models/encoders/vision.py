@@ -195,7 +195,7 @@ class HOGConfig(EncoderConfig):
 
 def hog_features(frames: torch.Tensor, cell_size: int = 8, orientations: int = 9, block_size: int = 2) -> torch.Tensor:
     """Dalal-Triggs HOG of ``[N, 3, H, W]`` frames (0-255) on their luma, as scikit-image's ``hog`` computes
-    it (``block_norm="L2-Hys"``, to 1e-7): ``[N, F]`` with
+    it (``block_norm="L2-Hys"``, to 1e-6): ``[N, F]`` with
     ``F = orientations * block_size**2 * (H // cell_size - block_size + 1) * (W // cell_size - block_size + 1)``.
 
     Each pixel's gradient magnitude goes to its unsigned orientation's bin, is averaged per cell, and
