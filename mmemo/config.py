@@ -425,6 +425,10 @@ def validate(config: Config) -> None:
     for name in ("epochs", "batch_size", "grad_accum", "bucket_pool_batches"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: must be >= 1, got {getattr(t, name)}")
+    if t.rdrop_alpha < 0:
+        raise ConfigError(f"train.rdrop_alpha: {t.rdrop_alpha} is negative; 0 turns R-Drop off")
+    if t.ema_decay and not 0.0 < t.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay: {t.ema_decay} is not in [0, 1); 0 turns the average off")
     if t.supcon_weight < 0:
         raise ConfigError(f"train.supcon_weight: must be >= 0 (0 turns it off), got {t.supcon_weight}")
     if t.supcon_temperature <= 0:

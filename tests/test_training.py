@@ -319,8 +319,8 @@ def test_moving_average_of_the_weights_is_what_is_evaluated_and_saved(demo_tree,
     trainer.ema = None
     assert trainer.predict_split("dev")[2] != averaged  # the raw weights predict otherwise
     assert result.best_epoch == 1
-    with pytest.raises(ValueError, match="train.ema_decay"):
-        Trainer(tiny_config(demo_tree, ("text",), train__ema_decay=1.5), run_dir=tmp_path / "bad")
+    with pytest.raises(ConfigError, match="train.ema_decay"):
+        tiny_config(demo_tree, ("text",), train__ema_decay=1.5)
 
 
 def test_symmetric_kl_is_zero_only_for_equal_predictions_and_matches_the_definition():
@@ -402,5 +402,5 @@ def test_rdrop_adds_the_disagreement_of_two_dropout_samples_to_the_loss(demo_tre
     assert loss.item() == pytest.approx((ce + 2.0 * kl).item(), rel=1e-5)
     result = trainer.fit()  # and a whole run trains with it
     assert math.isfinite(result.history[0]["train_loss"])
-    with pytest.raises(ValueError, match="train.rdrop_alpha"):
-        Trainer(tiny_config(demo_tree, ("text",), train__rdrop_alpha=-1.0), run_dir=tmp_path / "bad")
+    with pytest.raises(ConfigError, match="train.rdrop_alpha"):
+        tiny_config(demo_tree, ("text",), train__rdrop_alpha=-1.0)

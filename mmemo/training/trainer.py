@@ -236,11 +236,7 @@ class Trainer:
                                        num_training_steps=self.total_steps)
         acc.register_for_checkpointing(self.scheduler)
         self.ema = None
-        if t.rdrop_alpha < 0:
-            raise ValueError(f"train.rdrop_alpha: {t.rdrop_alpha} is negative; 0 turns R-Drop off")
         if t.ema_decay:
-            if not 0.0 < t.ema_decay < 1.0:
-                raise ValueError(f"train.ema_decay: {t.ema_decay} is not in [0, 1); 0 turns the average off")
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(self.unwrapped, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)

@@ -56,11 +56,10 @@ class FrameProcessor(Processor):
 
     modality = "vision"
 
-    def __init__(self, config: TimmConfig, data: DataConfig | None):
+    def __init__(self, config: TimmConfig | HOGConfig, data: DataConfig | None):
         self.config = config
         self.num_frames = data.num_frames if data else 8
-        cfg = _pretrained_cfg(config.backbone)
-        self.image_size = config.image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
+        self.image_size = config.image_size or int(_pretrained_cfg(config.backbone).get("input_size", (3, 224, 224))[-1])
 
     def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:
         if example.video is not None:
@@ -117,6 +116,14 @@ def augment_frames(x: torch.Tensor, max_shift: float = 0.125) -> torch.Tensor:
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
+def frames_to_sequence(feats: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """Features of the real frames only ``[n_real, D]`` -> ``[B, K, D]``, zeros at padded frames."""
+    b, k = frame_mask.shape
+    seq = feats.new_zeros(b * k, feats.shape[-1])
+    seq[frame_mask.flatten()] = feats
+    return seq.view(b, k, -1)
+
+
 @register_encoder("timm", config=TimmConfig, modality="vision")
 class TimmEncoder(Encoder):
     """A timm image backbone applied per frame, with mean, attention or transformer temporal pooling."""
@@ -155,10 +162,7 @@ class TimmEncoder(Encoder):
                 "image_size": self.config.image_size or FrameProcessor(self.config, None).image_size}
 
     def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> ModalityEmbedding:
-        b, k = frames.shape[:2]
-        x = frames.flatten(0, 1)
-        real = frame_mask.flatten()
-        x = x[real].float()  # padded frames are never run through the backbone
+        x = frames.flatten(0, 1)[frame_mask.flatten()].float()  # padded frames are never run through the backbone
         if self.config.augment and self.training:
             x = augment_frames(x)
         if self.config.grayscale:
@@ -169,10 +173,7 @@ class TimmEncoder(Encoder):
             feats = self.proj(self.model(x))
         else:  # a batch of clips is many frames: chunks keep memory flat and CPU caches warm (same output)
             feats = torch.cat([self.proj(self.model(c)) for c in x.split(chunk)])
-        seq = feats.new_zeros(b * k, feats.shape[-1])
-        seq[real] = feats
-        seq = seq.view(b, k, -1)
-        seq, pooled = self.temporal(seq, frame_mask)
+        seq, pooled = self.temporal(frames_to_sequence(feats, frame_mask), frame_mask)
         return ModalityEmbedding(seq, frame_mask, pooled)
 
 
@@ -229,22 +230,13 @@ def hog_feature_count(config: HOGConfig) -> int:
     return config.orientations * config.block_size**2 * (cells - config.block_size + 1) ** 2
 
 
-class HOGProcessor(FrameProcessor):
-    """Frames resized and centre-cropped to ``image_size`` (the histograms are taken in the model)."""
-
-    def __init__(self, config: HOGConfig, data: DataConfig | None):
-        self.config = config
-        self.num_frames = data.num_frames if data else 8
-        self.image_size = config.image_size
-
-
 @register_encoder("hog", config=HOGConfig, modality="vision")
 class HOGEncoder(Encoder):
     """HOG descriptors of each frame's luma and a linear projection: no backbone to learn, so a strong
     baseline where a few hundred images cannot train a CNN from scratch; colour never reaches the model."""
 
     modality = "vision"
-    processor_class = HOGProcessor
+    processor_class = FrameProcessor  # frames resized and centre-cropped; the histograms are taken here
 
     def __init__(self, config: HOGConfig, base_dir: str | Path | None = None):
         super().__init__(config, base_dir)
@@ -255,14 +247,9 @@ class HOGEncoder(Encoder):
         self.dim = config.dim
 
     def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> ModalityEmbedding:
-        b, k = frames.shape[:2]
-        real = frame_mask.flatten()
-        x = frames.flatten(0, 1)[real].float()
+        x = frames.flatten(0, 1)[frame_mask.flatten()].float()
         if self.config.augment and self.training:
             x = augment_frames(x)
         c = self.config
-        feats = self.proj(hog_features(x, c.cell_size, c.orientations, c.block_size))
-        seq = feats.new_zeros(b * k, feats.shape[-1])
-        seq[real] = feats
-        seq = seq.view(b, k, -1)
+        seq = frames_to_sequence(self.proj(hog_features(x, c.cell_size, c.orientations, c.block_size)), frame_mask)
         return ModalityEmbedding(seq, frame_mask, masked_mean(seq, frame_mask))
