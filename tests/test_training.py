@@ -323,6 +323,25 @@ def test_moving_average_of_the_weights_is_what_is_evaluated_and_saved(demo_tree,
         tiny_config(demo_tree, ("text",), train__ema_decay=1.5)
 
 
+def test_frozen_token_embeddings_stay_pretrained_while_the_rest_of_the_encoder_trains(demo_tree, tmp_path):
+    config = tiny_config(demo_tree, ("text",), train__epochs=1, train__eval_test=False, data__max_examples=12,
+                         model__encoders__text__freeze_token_embeddings=True)
+    trainer = Trainer(config, run_dir=tmp_path / "frozen")
+    text = trainer.unwrapped.encoders["text"].model
+    tokens = text.get_input_embeddings().weight
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert id(tokens) not in optimised
+    before = _weights(text)
+    trainer.fit()
+    after = _weights(text)
+    token_key = next(k for k, v in text.state_dict().items() if v.data_ptr() == tokens.data_ptr())
+    assert torch.equal(after[token_key], before[token_key])
+    moved = [k for k in before if k != token_key and not torch.equal(after[k], before[k])]
+    assert any("position_embeddings" in k for k in moved) and any("layer.1." in k for k in moved)
+    saved = load_file(tmp_path / "frozen" / "best" / "model.safetensors")
+    assert torch.equal(saved[f"encoders.text.model.{token_key}"], before[token_key])
+
+
 def test_symmetric_kl_is_zero_only_for_equal_predictions_and_matches_the_definition():
     a, b = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]]), torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]])
     p, q = a.softmax(-1), b.softmax(-1)

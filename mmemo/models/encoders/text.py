@@ -33,6 +33,7 @@ class HFTextConfig(EncoderConfig):
     speaker_names: bool = True  # prefix each turn with "Speaker: "
     ascii_punctuation: bool = False  # ’ ‘ “ ” … as the ASCII the checkpoint mostly saw in pretraining
     target_segment: bool = False  # token type 1 on the target utterance, 0 on its context (BERT pair encoding)
+    freeze_token_embeddings: bool = False  # keep the pretrained vocabulary matrix; rare tokens get no noisy updates
     gradient_checkpointing: bool = False
 
 
@@ -123,6 +124,10 @@ class HFTextEncoder(Encoder):
         self.model = load_hf_model(config.checkpoint, None, config.pretrained, config.model_overrides, base_dir)
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        if config.freeze_token_embeddings:
+            # The token matrix is about half of a small model's weights; a few epochs on a small corpus move
+            # only the rows of the words it contains, away from the unseen ones they were pretrained beside.
+            self.model.get_input_embeddings().weight.requires_grad_(False)
         self.dim = self.model.config.hidden_size
         token_types = getattr(self.model.config, "type_vocab_size", 0)
         if config.target_segment and token_types < 2:
