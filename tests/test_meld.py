@@ -151,6 +151,46 @@ def test_target_segment_gives_the_target_token_type_1(shared_data):
         HFTextEncoder(from_dict(HFTextConfig, no_types))
 
 
+def test_context_dropout_hides_the_whole_context_of_some_examples_in_training_only(shared_data):
+    from mmemo.config import from_dict
+    from mmemo.models.encoders.text import HFTextConfig, HFTextEncoder, TextProcessor, hide_context
+    from tests.conftest import TINY_TEXT
+
+    train = attach_context(read_meld(shared_data / "meld")["train"], past=2, future=1)
+    examples = [e for e in train if e.context_before and e.context_after][:16]
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    settings = {**TINY_TEXT, "max_length": 64, "context_turns": 2, "future_turns": 1, "context_dropout": 0.5,
+                "model_overrides": {**TINY_TEXT["model_overrides"], **no_dropout}}
+    torch.manual_seed(0)
+    encoder = HFTextEncoder(from_dict(HFTextConfig, settings))
+    processor = TextProcessor(encoder.config)
+    batch = processor.collate([processor(e) for e in examples])
+    target, attention = batch["target_mask"], batch["attention_mask"]
+
+    two = hide_context(torch.ones(2, 6, dtype=torch.long), torch.tensor([[0, 0, 1, 1, 0, 0]] * 2).bool(),
+                       torch.tensor([True, False]))
+    assert two.tolist() == [[1, 0, 1, 1, 1, 0], [1] * 6]  # [CLS], the target and the [SEP] after it; row 2 as is
+
+    encoder.eval()
+    with_context = encoder(**batch).pooled
+    alone_mask = hide_context(attention, target, torch.ones(len(examples), dtype=torch.bool))
+    alone = encoder(batch["input_ids"], alone_mask, target).pooled
+    other_context = torch.where(target | (alone_mask == 1), batch["input_ids"], torch.full_like(batch["input_ids"], 1996))
+    assert torch.allclose(encoder(other_context, alone_mask, target).pooled, alone, atol=1e-5)  # context unseen
+    assert torch.allclose(encoder(**batch).pooled, with_context)  # never in evaluation
+
+    encoder.train()
+    torch.manual_seed(1)
+    trained = encoder(**batch).pooled
+    saw_context = [torch.allclose(trained[i], with_context[i], atol=1e-5) for i in range(len(examples))]
+    saw_alone = [torch.allclose(trained[i], alone[i], atol=1e-5) for i in range(len(examples))]
+    assert all(a != b for a, b in zip(saw_context, saw_alone))  # each example either whole or alone
+    assert 0 < sum(saw_alone) < len(examples)
+
+    with pytest.raises(ValueError, match="model.encoders.text.context_dropout"):
+        HFTextEncoder(from_dict(HFTextConfig, {**settings, "context_dropout": 1.0}))
+
+
 @pytest.mark.parametrize("max_length", [12, 20, 32])
 def test_text_with_context_fits_max_length_and_keeps_the_target(shared_data, max_length):
     from mmemo.data.examples import Turn

@@ -33,6 +33,7 @@ class HFTextConfig(EncoderConfig):
     speaker_names: bool = True  # prefix each turn with "Speaker: "
     ascii_punctuation: bool = False  # ’ ‘ “ ” … as the ASCII the checkpoint mostly saw in pretraining
     target_segment: bool = False  # token type 1 on the target utterance, 0 on its context (BERT pair encoding)
+    context_dropout: float = 0.0  # training only: the chance that an example's context is hidden from attention
     freeze_token_embeddings: bool = False  # keep the pretrained vocabulary matrix; rare tokens get no noisy updates
     gradient_checkpointing: bool = False
 
@@ -40,6 +41,17 @@ class HFTextConfig(EncoderConfig):
 # Typographic punctuation that WordPiece vocabularies keep as rare tokens of their own: "don’t" becomes
 # don / ’ / t, beside the don / ' / t the model saw far more often. MELD mixes both forms.
 ASCII_PUNCTUATION = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2026": "..."})
+
+
+def hide_context(attention_mask: torch.Tensor, target_mask: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """``attention_mask`` with every token but [CLS], the target and its closing [SEP] masked in the rows ``hidden``.
+
+    The target keeps its positions, so a hidden row is not the utterance encoded alone, but no context reaches it.
+    """
+    keep = target_mask.clone()
+    keep[:, 0] = True
+    keep[:, 1:] |= target_mask[:, :-1]
+    return torch.where(hidden[:, None] & ~keep, torch.zeros_like(attention_mask), attention_mask)
 
 
 class TextProcessor(Processor):
@@ -130,6 +142,8 @@ class HFTextEncoder(Encoder):
             self.model.get_input_embeddings().weight.requires_grad_(False)
         self.dim = self.model.config.hidden_size
         token_types = getattr(self.model.config, "type_vocab_size", 0)
+        if not 0.0 <= config.context_dropout < 1.0:
+            raise ValueError(f"model.encoders.text.context_dropout must be in [0, 1), got {config.context_dropout}")
         if config.target_segment and token_types < 2:
             raise ValueError(
                 f"model.encoders.text.target_segment: {config.checkpoint} has {token_types} token type(s); "
@@ -144,6 +158,10 @@ class HFTextEncoder(Encoder):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor | None = None) -> ModalityEmbedding:
         mask = attention_mask.bool()
+        if self.training and self.config.context_dropout > 0 and target_mask is not None:
+            # An augmentation: the model also learns to read each utterance without its neighbours.
+            hidden = torch.rand(attention_mask.shape[0], device=attention_mask.device) < self.config.context_dropout
+            attention_mask = hide_context(attention_mask, target_mask, hidden)
         extra = {}
         if self.config.target_segment and target_mask is not None:
             # Which turn is classified, visible to attention itself and not only to the pooling.
