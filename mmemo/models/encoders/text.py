@@ -133,6 +133,8 @@ class HFTextEncoder(Encoder):
 
     def __init__(self, config: HFTextConfig, base_dir: str | Path | None = None):
         super().__init__(config, base_dir)
+        if not 0.0 <= config.context_dropout < 1.0:
+            raise ValueError(f"model.encoders.text.context_dropout must be in [0, 1), got {config.context_dropout}")
         self.model = load_hf_model(config.checkpoint, None, config.pretrained, config.model_overrides, base_dir)
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
@@ -142,8 +144,6 @@ class HFTextEncoder(Encoder):
             self.model.get_input_embeddings().weight.requires_grad_(False)
         self.dim = self.model.config.hidden_size
         token_types = getattr(self.model.config, "type_vocab_size", 0)
-        if not 0.0 <= config.context_dropout < 1.0:
-            raise ValueError(f"model.encoders.text.context_dropout must be in [0, 1), got {config.context_dropout}")
         if config.target_segment and token_types < 2:
             raise ValueError(
                 f"model.encoders.text.target_segment: {config.checkpoint} has {token_types} token type(s); "
