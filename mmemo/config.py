@@ -86,6 +86,10 @@ class ModelConfig:
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     head_dropout: float = 0.1
+    # Extra training targets (multi-task): each example's meta field of that name (e.g. MELD's sentiment)
+    # -> its class names. Each gets its own linear head on the fused embedding, trained with
+    # train.aux_weight; predictions always come from the one emotion head.
+    aux_labels: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +113,8 @@ class TrainConfig:
     # batch pulled together, at supcon_temperature) joins the loss. Training only; inference is unchanged.
     supcon_weight: float = 0.0
     supcon_temperature: float = 0.3
+    # this weight times the cross-entropy of each model.aux_labels head joins the loss
+    aux_weight: float = 0.5
     # auto: n / (C * count) from the train split; sqrt: its square root, a milder push towards rare classes
     class_weights: Literal["none", "auto", "sqrt"] | list[float] = "none"
     # > 0: also keep an exponential moving average of the weights (this decay per optimiser step); it is
@@ -431,6 +437,11 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.ema_decay: {t.ema_decay} is not in [0, 1); 0 turns the average off")
     if t.supcon_weight < 0:
         raise ConfigError(f"train.supcon_weight: must be >= 0 (0 turns it off), got {t.supcon_weight}")
+    if t.aux_weight < 0:
+        raise ConfigError(f"train.aux_weight: must be >= 0, got {t.aux_weight}")
+    for name, classes in config.model.aux_labels.items():
+        if len(classes) < 2 or len({c.strip().lower() for c in classes}) != len(classes):
+            raise ConfigError(f"model.aux_labels.{name}: needs two or more distinct class names, got {list(classes)}")
     if t.supcon_temperature <= 0:
         raise ConfigError(f"train.supcon_temperature: must be > 0, got {t.supcon_temperature}")
     if not 0 <= t.warmup_ratio < 1:

@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
@@ -17,7 +18,8 @@ from mmemo.config import ConfigError, load_config
 from mmemo.data.tables import DataError
 from mmemo.labels import LabelError
 from mmemo.models.encoders.base import ModalityEmbedding
-from mmemo.models.model import load_weights, replace_dir
+from mmemo.data.meld import read_meld_csv
+from mmemo.models.model import EmotionModel, load_weights, replace_dir
 from mmemo.training.losses import (
     FocalLoss,
     balanced_class_weights,
@@ -31,6 +33,7 @@ from mmemo.training.trainer import (
     NonFiniteLossError,
     Trainer,
     _seed_worker,
+    aux_label_indices,
     last_checkpoint,
     train,
 )
@@ -390,6 +393,54 @@ def test_supcon_adds_the_contrastive_term_on_fused_embeddings_to_the_loss(demo_t
     for key, value in (("supcon_weight", -0.1), ("supcon_temperature", 0.0)):
         with pytest.raises(ConfigError, match=f"train.{key}"):
             tiny_config(demo_tree, ("text",), **{f"train__{key}": value})
+
+
+SENTIMENTS = ["neutral", "positive", "negative"]
+
+
+def test_aux_labels_add_a_trained_sentiment_head_whose_loss_joins_the_emotion_loss(demo_tree, tmp_path):
+    config = tiny_config(demo_tree, ("text",), train__epochs=2, train__eval_test=False, data__max_examples=16,
+                         train__batch_size=8, model__aux_labels={"sentiment": SENTIMENTS}, train__aux_weight=0.7)
+    trainer = Trainer(config, run_dir=tmp_path / "aux")
+    train_rows = trainer.splits["train"]
+    sentiments = [ex.meta["sentiment"] for ex in train_rows]  # the CSV's Sentiment column
+    assert len(set(sentiments)) == 3
+    assert trainer.aux_targets["sentiment"].tolist() == [SENTIMENTS.index(s.lower()) for s in sentiments]
+
+    batch = next(iter(trainer.train_loader))
+    trainer.model.train()
+    torch.manual_seed(3)
+    loss = trainer._training_loss(batch)
+    torch.manual_seed(3)  # the same dropout masks, by hand
+    out = trainer.model(batch["inputs"], batch["present"], batch["labels"], trainer.criterion)
+    target = torch.tensor([SENTIMENTS.index(train_rows[i].meta["sentiment"].lower()) for i in batch["index"]])
+    aux = F.cross_entropy(out.aux_logits["sentiment"], target)
+    assert out.aux_logits["sentiment"].shape == (8, 3) and aux.item() > 0
+    assert loss.item() == pytest.approx((out.loss + 0.7 * aux).item(), rel=1e-5)
+
+    before = trainer.unwrapped.aux_heads["sentiment"][-1].weight.detach().clone()
+    trainer.fit()
+    assert not torch.equal(before, trainer.unwrapped.aux_heads["sentiment"][-1].weight)
+    model, saved, labels = EmotionModel.from_pretrained(tmp_path / "aux" / "best")  # the head travels with the model
+    assert saved.model.aux_labels == {"sentiment": SENTIMENTS} and len(labels) == 7
+    with torch.inference_mode():  # and predictions come from the emotion head alone
+        pred = model(batch["inputs"], batch["present"])
+    assert pred.probs.shape == (8, 7) and pred.aux_logits == {}
+
+
+def test_aux_labels_name_the_row_with_a_value_outside_their_classes(demo_tree, tmp_path):
+    examples = read_meld_csv(demo_tree / "train_sent_emo.csv", "train", None)
+    assert aux_label_indices({}, examples) == {}
+    examples[2].meta["sentiment"] = "meh"
+    with pytest.raises(DataError, match=r"train_sent_emo.csv: row 4: model.aux_labels.sentiment: 'meh'; expected one of"):
+        aux_label_indices({"sentiment": SENTIMENTS}, examples)
+    del examples[2].meta["sentiment"]
+    with pytest.raises(DataError, match="row 4: model.aux_labels.sentiment: no sentiment field"):
+        aux_label_indices({"sentiment": SENTIMENTS}, examples)
+    for bad, key in (({"sentiment": ["neutral"]}, "model.aux_labels.sentiment"), (-1.0, "train.aux_weight")):
+        extra = {"model__aux_labels": bad} if key.startswith("model") else {"train__aux_weight": bad}
+        with pytest.raises(ConfigError, match=key):
+            tiny_config(demo_tree, ("text",), **extra)
 
 
 def test_stack_twice_doubles_every_tensor_through_dicts_and_cached_embeddings():

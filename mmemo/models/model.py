@@ -38,6 +38,7 @@ class EmotionModelOutput:
     embeddings: dict[str, ModalityEmbedding] = field(default_factory=dict)
     present: torch.Tensor | None = None  # [B, M] after modality dropout
     fused: torch.Tensor | None = None
+    aux_logits: dict[str, torch.Tensor] = field(default_factory=dict)  # [B, C_name] per model.aux_labels head
 
 
 def drop_modalities(present: torch.Tensor, probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -68,6 +69,10 @@ class EmotionModel(nn.Module):
                 enc.freeze()
         self.fusion = create_fusion(config.fusion, input_dims={m: e.dim for m, e in self.encoders.items()}, modalities=self.modalities)
         self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(self.fusion.dim, num_labels))
+        # Multi-task heads, read by the trainer's loss only: they shape the fused embedding in training.
+        self.aux_heads = nn.ModuleDict({
+            name: nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(self.fusion.dim, len(classes)))
+            for name, classes in config.aux_labels.items()})
         mdo = config.fusion.modality_dropout
         probs = [mdo.get(m, 0.0) if isinstance(mdo, dict) else mdo for m in self.modalities]
         self.register_buffer("modality_dropout", torch.tensor(probs), persistent=False)
@@ -127,14 +132,16 @@ class EmotionModel(nn.Module):
         loss = None
         if labels is not None:
             loss = criterion(logits, labels) if criterion is not None else F.cross_entropy(logits, labels)
-        return EmotionModelOutput(logits, logits.float().softmax(-1), loss, embeddings, present, fused)
+        aux_logits = {name: head(fused) for name, head in self.aux_heads.items()} if self.training else {}
+        return EmotionModelOutput(logits, logits.float().softmax(-1), loss, embeddings, present, fused, aux_logits)
 
     def parameter_groups(self, lr: float, encoder_lr: float, layer_decay: float = 1.0, weight_decay: float = 0.0) -> list[dict]:
         groups = []
         for enc in self.encoders.values():
             backbone_lr = enc.config.lr if enc.config.lr is not None else encoder_lr
             groups += enc.parameter_groups(lr, backbone_lr, layer_decay)
-        rest = [p for p in list(self.fusion.parameters()) + list(self.head.parameters()) if p.requires_grad]
+        rest = [p for p in [*self.fusion.parameters(), *self.head.parameters(), *self.aux_heads.parameters()]
+                if p.requires_grad]
         groups.append({"params": rest, "lr": lr, "name": "fusion_head"})
         out = []
         for g in groups:  # no weight decay on biases and norms

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from mmemo.config import Config, ConfigError, load_config
@@ -84,6 +85,23 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+def aux_label_indices(aux_labels: dict[str, list[str]], examples: list[Example]) -> dict[str, torch.Tensor]:
+    """Class index of each example for each extra target, read from ``example.meta[name]`` (case-insensitive)."""
+    out = {}
+    for name, classes in aux_labels.items():
+        index = {c.strip().lower(): i for i, c in enumerate(classes)}
+        targets = []
+        for ex in examples:
+            value = ex.meta.get(name)
+            key = str(value).strip().lower() if value is not None else None
+            if key not in index:
+                raise DataError(f"{ex.meta.get('source', ex.id)}: model.aux_labels.{name}: "
+                                f"{'no ' + name + ' field' if value is None else repr(value)}; expected one of {list(classes)}")
+            targets.append(index[key])
+        out[name] = torch.tensor(targets, dtype=torch.long)
+    return out
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -207,6 +225,7 @@ class Trainer:
         counts = Counter(label_set.index(ex.label) for ex in train_examples)
         self.class_counts = [counts.get(i, 0) for i in range(len(label_set))]
         self.criterion = build_criterion(t, self.class_counts)
+        self.aux_targets = aux_label_indices(config.model.aux_labels, train_examples)
 
         weights = None
         if t.sampler == "balanced":
@@ -378,6 +397,13 @@ class Trainer:
             loss = loss + t.rdrop_alpha * symmetric_kl(*out.logits.chunk(2))
         if t.supcon_weight:
             loss = loss + t.supcon_weight * supervised_contrastive(out.fused, args[2], t.supcon_temperature)
+        if self.aux_targets and t.aux_weight:
+            rows = batch["index"].cpu()
+            for name, logits in out.aux_logits.items():
+                target = self.aux_targets[name][rows].to(logits.device)
+                if t.rdrop_alpha:
+                    target = stack_twice(target)
+                loss = loss + t.aux_weight * F.cross_entropy(logits.float(), target, label_smoothing=t.label_smoothing)
         return loss
 
     def fit(self) -> TrainResult:
