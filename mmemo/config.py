@@ -113,6 +113,10 @@ class TrainConfig:
     # batch pulled together, at supcon_temperature) joins the loss. Training only; inference is unchanged.
     supcon_weight: float = 0.0
     supcon_temperature: float = 0.3
+    # > 0: this coefficient times half the squared norm of every trainable weight matrix joins the loss. Unlike
+    # AdamW's decoupled weight_decay, which barely moves weights in a few hundred steps, it is the L2 penalty of
+    # a regularised logistic regression (scikit-learn's 1 / (C * n)), for small data and linear probes.
+    l2_penalty: float = 0.0
     # this weight times the cross-entropy of each model.aux_labels head joins the loss
     aux_weight: float = 0.5
     # auto: n / (C * count) from the train split; sqrt: its square root, a milder push towards rare classes
@@ -127,6 +131,9 @@ class TrainConfig:
     scheduler: Literal["constant", "linear", "cosine"] = "linear"
     warmup_ratio: float = 0.0
     select_on: str = "dev"
+    # best: keep the epoch with the best select_on metric (the first, on ties); last: keep the final epoch
+    # (no selection), e.g. a regularised linear model trained to convergence, as scikit-learn fits one
+    selection: Literal["best", "last"] = "best"
     metric: Literal["weighted_f1", "macro_f1", "accuracy", "uar"] = "weighted_f1"
     early_stopping_patience: int | None = None
     eval_test: bool = True  # evaluate the dev-selected checkpoint on test once, at the end
@@ -437,6 +444,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.ema_decay: {t.ema_decay} is not in [0, 1); 0 turns the average off")
     if t.supcon_weight < 0:
         raise ConfigError(f"train.supcon_weight: must be >= 0 (0 turns it off), got {t.supcon_weight}")
+    if t.l2_penalty < 0:
+        raise ConfigError(f"train.l2_penalty: must be >= 0 (0 turns it off), got {t.l2_penalty}")
     if t.aux_weight < 0:
         raise ConfigError(f"train.aux_weight: must be >= 0, got {t.aux_weight}")
     for name, classes in config.model.aux_labels.items():

@@ -1,6 +1,8 @@
 """The acoustic encoder (librosa functionals + MLP) and per-speaker normalisation, on real EmoDB and
 RAVDESS files."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,7 @@ from mmemo.models.encoders.audio import (
 from mmemo.models.encoders.base import Processor, fit_processors
 from mmemo.training.trainer import Trainer
 
+REPO = Path(__file__).resolve().parents[1]
 EMODB_COLUMNS = {"audio": "file", "label": "emotion", "speaker": "speaker"}
 
 
@@ -123,6 +126,30 @@ def test_acoustic_encoder_trains_in_a_tiny_run(emodb, tmp_path):
     assert not torch.equal(before["mlp.2.weight"], after["mlp.2.weight"])  # the MLP learned
     assert not torch.equal(before["mlp.0.running_mean"], after["mlp.0.running_mean"])  # input statistics tracked
     assert result.dev["n"] == 8
+
+
+def test_linear_config_makes_the_model_a_logistic_regression_on_the_functionals(emodb, tmp_path):
+    """configs/emodb/acoustic_linear.yaml: no encoder layers, no fusion layers, an L2 penalty, the last epoch kept."""
+    label_set = get_label_set("emodb7")
+    splits = Splits({"train": _pick(emodb, "03", 16) + _pick(emodb, "16", 16), "dev": _pick(emodb, "11", 8)})
+    config = load_config(REPO / "configs/emodb/acoustic_linear.yaml",
+                         ["train.epochs=3", "train.progress=false", "train.eval_test=false"])
+    trainer = Trainer(config, run_dir=tmp_path / "run", splits=splits, label_set=label_set)
+    model = trainer.unwrapped
+    encoder = model.encoders["audio"]
+    assert encoder.dim == model.fusion.dim == len(acoustic_feature_names(encoder.config)) == 196
+    assert [name for name, _ in model.named_parameters()] == ["fusion.missing.audio", "head.1.weight", "head.1.bias"]
+    batch = next(iter(trainer.train_loader))
+    features = batch["inputs"]["audio"]["features"]
+    assert features.abs().max() < 10 and features.mean(0).abs().mean() < 1  # standardised per speaker
+    model.train()
+    out = model(batch["inputs"], batch["present"])
+    weight, bias = model.head[-1].weight, model.head[-1].bias
+    torch.testing.assert_close(out.logits, features @ weight.T + bias)  # the whole model, in training too
+    before = weight.detach().clone()
+    result = trainer.fit()
+    assert result.best_epoch == 3 and [h["best"] for h in result.history] == [True, True, True]
+    assert not torch.equal(before, trainer.unwrapped.head[-1].weight.detach())
 
 
 def test_acoustic_encoder_trains_on_a_batch_of_one():

@@ -45,7 +45,7 @@ def small_fusion(name: str, modalities: tuple[str, ...] = MODALITIES, dropout: f
         config.heads = 2
     torch.manual_seed(0)
     fusion = create_fusion(config, input_dims={m: DIMS[m] for m in modalities}, modalities=list(modalities))
-    return fusion, nn.Linear(WIDTH, 2)
+    return fusion, nn.Linear(fusion.dim, 2)
 
 
 def sequences(batch: int, generator: torch.Generator, signal: dict[str, torch.Tensor] | None = None) -> dict[str, ModalityEmbedding]:
@@ -98,11 +98,15 @@ def test_forward_and_backward_with_every_subset_of_modalities(name):
     for subset in SUBSETS:
         fusion.zero_grad()
         fused = fusion(emb, presence(6, subset))
-        assert fused.shape == (6, WIDTH) and torch.isfinite(fused).all(), subset
+        assert fused.shape == (6, fusion.dim) and torch.isfinite(fused).all(), subset
         head(fused).logsumexp(-1).sum().backward()
         grads = {n: p.grad for n, p in fusion.named_parameters()}
         assert all(g is None or torch.isfinite(g).all() for g in grads.values()), subset
         for m in MODALITIES:
+            if name == "probe":  # no layers at all: each modality's pooled embedding goes to the head as it is
+                columns = probe_columns(fusion, m)
+                assert torch.equal(fused[:, columns], emb[m].pooled if m in subset else fusion.missing[m].expand(6, -1))
+                continue
             own = [g for n, g in grads.items() if reads_only(n, m)]
             assert own, f"{name} has no parameters of its own for {m}"
             learning = any(g is not None and bool(g.abs().sum() > 0) for g in own)
@@ -203,10 +207,36 @@ def test_xor_of_two_modalities_needs_interactions(name):
     """Every method but late fusion models cross-modal interactions; late fusion adds per-modality
     logits, so it stays at chance here, which is what makes it a distinct baseline."""
     accuracy = train_on_joint_task(name, "xor")
-    if name == "late":
-        assert accuracy < 0.65, f"late fusion is additive in logits, yet reached {accuracy:.3f} on XOR"
+    if name in ("late", "probe"):
+        assert accuracy < 0.65, f"{name} fusion is additive in logits, yet reached {accuracy:.3f} on XOR"
     else:
         assert accuracy >= 0.9, f"{name}: {accuracy:.3f} (chance: 0.5)"
+
+
+def probe_columns(fusion, modality: str) -> slice:
+    start = sum(fusion.input_dims[m] for m in fusion.modalities[:fusion.modalities.index(modality)])
+    return slice(start, start + fusion.input_dims[modality])
+
+
+def test_probe_fusion_makes_the_model_a_linear_classifier_of_the_pooled_embeddings():
+    fusion, head = small_fusion("probe")
+    assert fusion.dim == sum(DIMS.values())
+    emb = sequences(5, torch.Generator().manual_seed(4))
+    present = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        for vector in fusion.missing.values():
+            vector.normal_()
+
+        def logits(scale: float) -> torch.Tensor:
+            scaled = {m: ModalityEmbedding(e.seq * scale, e.mask, e.pooled * scale) for m, e in emb.items()}
+            return head(fusion(scaled, present))
+
+        # affine in the pooled embeddings, whatever the learned stand-ins: equal steps, equal changes
+        torch.testing.assert_close(logits(3.0) - logits(1.0), 2 * (logits(2.0) - logits(1.0)))
+        assert not torch.allclose(logits(2.0), logits(1.0))
+        absent = ~present[:, 1]  # an absent modality's rows are its learned vector, whatever the input
+        torch.testing.assert_close(fusion(emb, present)[absent][:, probe_columns(fusion, "audio")],
+                                   fusion.missing["audio"].expand(int(absent.sum()), -1))
 
 
 def test_late_fusion_is_the_weighted_mean_of_per_modality_logits():
@@ -255,7 +285,7 @@ def test_models_command_lists_every_fusion_with_a_description(capsys):
     lines = capsys.readouterr().out.splitlines()
     fusions = lines[lines.index("fusions:") + 1:]
     listed = {line.split()[0]: line.split(None, 1)[1] for line in fusions}
-    assert set(listed) == set(FUSION_NAMES) >= {"concat", "late", "gated", "tensor", "low_rank", "cross_attention", "bottleneck"}
+    assert set(listed) == set(FUSION_NAMES) >= {"concat", "late", "gated", "tensor", "low_rank", "cross_attention", "bottleneck", "probe"}
     assert all(len(description) > 20 for description in listed.values())
 
 

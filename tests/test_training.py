@@ -395,6 +395,34 @@ def test_supcon_adds_the_contrastive_term_on_fused_embeddings_to_the_loss(demo_t
             tiny_config(demo_tree, ("text",), **{f"train__{key}": value})
 
 
+def test_l2_penalty_adds_half_the_squared_norm_of_the_trainable_weight_matrices(demo_tree, tmp_path):
+    config = tiny_config(demo_tree, ("text",), train__epochs=1, train__eval_test=False, data__max_examples=8,
+                         train__batch_size=4, train__l2_penalty=0.01)
+    trainer = Trainer(config, run_dir=tmp_path / "l2")
+    batch = next(iter(trainer.train_loader))
+    trainer.model.train()
+    torch.manual_seed(3)
+    loss = trainer._training_loss(batch)
+    torch.manual_seed(3)  # the same dropout masks, by hand
+    out = trainer.model(batch["inputs"], batch["present"], batch["labels"], trainer.criterion)
+    matrices = [p for p in trainer.model.parameters() if p.requires_grad and p.ndim > 1]
+    norm = sum(float((p.detach() ** 2).sum()) for p in matrices)
+    assert len(matrices) > 4 and norm > 1
+    assert loss.item() == pytest.approx(out.loss.item() + 0.005 * norm, rel=1e-5)
+    with pytest.raises(ConfigError, match="train.l2_penalty"):
+        tiny_config(demo_tree, ("text",), train__l2_penalty=-0.1)
+
+
+@pytest.mark.parametrize("selection, kept", [("best", 1), ("last", 3)])
+def test_selection_last_keeps_the_final_epoch_where_best_keeps_the_first_of_equals(demo_tree, tmp_path, selection, kept):
+    config = tiny_config(demo_tree, ("text",), train__epochs=3, train__eval_test=False, data__max_examples=8,
+                         train__batch_size=4, train__lr=0.0, train__encoder_lr=0.0, train__selection=selection)
+    result = Trainer(config, run_dir=tmp_path / selection).fit()
+    assert len({h["weighted_f1"] for h in result.history}) == 1  # nothing learns: every epoch scores the same
+    assert result.best_epoch == kept
+    assert [h["best"] for h in result.history] == [True, selection == "last", selection == "last"]
+
+
 SENTIMENTS = ["neutral", "positive", "negative"]
 
 

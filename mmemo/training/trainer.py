@@ -397,6 +397,9 @@ class Trainer:
             loss = loss + t.rdrop_alpha * symmetric_kl(*out.logits.chunk(2))
         if t.supcon_weight:
             loss = loss + t.supcon_weight * supervised_contrastive(out.fused, args[2], t.supcon_temperature)
+        if t.l2_penalty:
+            matrices = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
+            loss = loss + t.l2_penalty / 2 * sum(p.float().pow(2).sum() for p in matrices)
         if self.aux_targets and t.aux_weight:
             rows = batch["index"].cpu()
             for name, logits in out.aux_logits.items():
@@ -460,7 +463,7 @@ class Trainer:
             self.state["batches_in_epoch"] = 0
             dev = self.evaluate_split(t.select_on)
             value = dev[t.metric]
-            improved = self.state["best_metric"] is None or value > self.state["best_metric"]
+            improved = self.state["best_metric"] is None or value > self.state["best_metric"] or t.selection == "last"
             self.state["time_s"] = time_before + time.time() - session_start
             record = {"epoch": epoch + 1, "step": self.state["global_step"], "split": t.select_on,
                       "train_loss": round(loss_sum / max(batches, 1), 5), "time_s": round(self.state["time_s"], 1),

@@ -39,6 +39,7 @@ from mmemo.training.trainer import Trainer
 VARIANTS = {  # name -> (config, overrides)
     "acoustic": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=false"]),
     "acoustic+spk": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=true"]),
+    "acoustic+spk linear": ("configs/emodb/acoustic_linear.yaml", []),
     "logmel_cnn": ("configs/emodb/logmel_cnn.yaml", []),
 }
 DATASETS = {  # name -> (folder, label set, manifest columns)
@@ -136,12 +137,12 @@ def main() -> None:
     for dataset, by_variant in results.items():
         speakers = list(next(iter(by_variant.values()))["summary"]["per_fold"])
         print(f"{dataset}: test speaker -> accuracy / UAR (mean ± std over seeds {args.seeds})")
-        print(f"{'variant':<14}" + "".join(f"{s:>15}" for s in speakers) + f"{'overall':>15}{'min':>6}")
+        print(f"{'variant':<20}" + "".join(f"{s:>15}" for s in speakers) + f"{'overall':>15}{'min':>6}")
         for variant, r in by_variant.items():
             s = r["summary"]
-            print(f"{variant:<14}" + "".join(f"{fmt(s['per_fold'][sp]['uar']):>15}" for sp in speakers)
+            print(f"{variant:<20}" + "".join(f"{fmt(s['per_fold'][sp]['uar']):>15}" for sp in speakers)
                   + f"{fmt(s['uar']):>15}{s['minutes']:>6.1f}   UAR")
-            print(f"{'':<14}" + "".join(f"{fmt(s['per_fold'][sp]['accuracy']):>15}" for sp in speakers)
+            print(f"{'':<20}" + "".join(f"{fmt(s['per_fold'][sp]['accuracy']):>15}" for sp in speakers)
                   + f"{fmt(s['accuracy']):>15}{'':>6}   accuracy")
         print("anchors (UAR, shared/ANCHORS.md): " + "; ".join(f"{k} {v}" for k, v in ANCHORS[dataset].items()))
         print()

@@ -232,8 +232,11 @@ class AcousticConfig(EncoderConfig):
     fmin: float = 60.0  # pitch search range, Hz
     fmax: float = 500.0
     speaker_norm: bool = False  # standardise each feature with its speaker's own (unlabelled) statistics
+    # a BatchNorm on the functionals (its running statistics a global z-score); false: they enter as they
+    # are, which suits speaker_norm (already standardised) and a linear probe, where batch statistics are noise
+    batch_norm: bool = True
     hidden: list[int] = field(default_factory=lambda: [256])
-    dim: int = 128
+    dim: int | None = 128  # None (with hidden: []): the normalised functionals themselves, for a linear probe
     dropout: float = 0.3
 
 
@@ -351,7 +354,8 @@ class AcousticProcessor(WaveformProcessor):
 
 @register_encoder("acoustic", config=AcousticConfig, modality="audio")
 class AcousticEncoder(Encoder):
-    """Utterance-level librosa functionals (MFCC, spectral, loudness, pitch), normalised, then an MLP."""
+    """Utterance-level librosa functionals (MFCC, spectral, loudness, pitch), normalised, then an MLP; with
+    ``hidden: []`` and ``dim: null``, the functionals themselves (for the ``probe`` fusion: a linear model)."""
 
     modality = "audio"
     processor_class = AcousticProcessor
@@ -359,19 +363,22 @@ class AcousticEncoder(Encoder):
     def __init__(self, config: AcousticConfig, base_dir: str | Path | None = None):
         super().__init__(config, base_dir)
         n_features = len(acoustic_feature_names(config))
-        layers: list[nn.Module] = [nn.BatchNorm1d(n_features)]  # running statistics act as a global z-score
+        layers: list[nn.Module] = [nn.BatchNorm1d(n_features) if config.batch_norm else nn.Identity()]
         width = n_features
         for h in config.hidden:
             layers += [nn.Dropout(config.dropout), nn.Linear(width, h), nn.GELU()]
             width = h
-        layers += [nn.Dropout(config.dropout), nn.Linear(width, config.dim)]
+        if config.dim is not None:
+            layers += [nn.Dropout(config.dropout), nn.Linear(width, config.dim)]
+            width = config.dim
         self.mlp = nn.Sequential(*layers)
-        self.dim = config.dim
+        self.dim = width
 
     def forward(self, features: torch.Tensor) -> ModalityEmbedding:
         x = features.float()
         norm = self.mlp[0]
-        if self.training and x.shape[0] == 1:  # a last batch of one: no batch statistics, use the running ones
+        # a last batch of one has no batch statistics: use the running ones
+        if self.training and x.shape[0] == 1 and isinstance(norm, nn.BatchNorm1d):
             x = nn.functional.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
             pooled = self.mlp[1:](x)
         else:

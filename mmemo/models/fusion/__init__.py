@@ -7,6 +7,7 @@ from mmemo.models.fusion import (  # noqa: F401  (each module registers its fusi
     gated,
     late,
     low_rank,
+    probe,
     tensor,
 )
 from mmemo.models.fusion.base import Fusion

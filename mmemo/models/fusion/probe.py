@@ -1,0 +1,42 @@
+"""No fusion layers: the pooled embeddings side by side, so the one head is a linear probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmemo.config import FusionConfig
+from mmemo.models.encoders.base import ModalityEmbedding
+from mmemo.models.fusion.base import Fusion
+from mmemo.registry import register_fusion
+
+
+@dataclass
+class ProbeConfig(FusionConfig):
+    name: str = "probe"
+
+
+@register_fusion("probe", config=ProbeConfig)
+class ProbeFusion(Fusion):
+    """The encoders' pooled embeddings concatenated as they are (``dim`` is their total width; the config's
+    ``dim`` and ``dropout`` are unused); an absent modality gets a learned vector, as in ``concat``.
+
+    With nothing trainable between the embeddings and the head's ``Linear``, the model's classifier is
+    linear in what the encoders produce: a linear probe of an encoder, and on small data with fixed
+    features (e.g. the ``acoustic`` functionals of a few hundred clips) the logistic regression that
+    the speech literature reports, which an MLP does not match.
+    """
+
+    def __init__(self, config: ProbeConfig, input_dims: dict[str, int], modalities: list[str]):
+        super().__init__(config, input_dims, modalities)
+        self.dim = sum(input_dims[m] for m in modalities)
+        self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(input_dims[m])) for m in modalities})
+
+    def fuse(self, embeddings: dict[str, ModalityEmbedding], present: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for m in self.modalities:
+            h = embeddings[m].pooled
+            parts.append(torch.where(self.column(present, m), h, self.missing[m].to(h.dtype).expand_as(h)))
+        return torch.cat(parts, dim=-1)
