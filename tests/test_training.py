@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmemo.cli import main
 from mmemo.config import ConfigError, load_config
+from mmemo.data.meld import read_meld_csv
 from mmemo.data.tables import DataError
 from mmemo.labels import LabelError
 from mmemo.models.encoders.base import ModalityEmbedding
-from mmemo.data.meld import read_meld_csv
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
 from mmemo.training.losses import (
     FocalLoss,

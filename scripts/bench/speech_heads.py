@@ -112,9 +112,9 @@ def main() -> None:
         lr = loso_uar(x, y, s, lambda a, b, c: LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
                       .fit(a, b).predict(c))
     results["scikit-learn logistic regression, balanced, C=1"] = {"uar": lr, "per_seed": [lr]}
-    for name, (hidden, dropout, l2, rate, epochs) in TORCH_HEADS.items():
-        def fit_predict(a, b, c, seed):
-            net = train_torch(a, b, hidden, dropout, l2, rate, epochs, seed)
+    for name, head in TORCH_HEADS.items():
+        def fit_predict(a, b, c, seed, head=head):
+            net = train_torch(a, b, *head, seed)
             with torch.no_grad():
                 return net(torch.from_numpy(c)).argmax(1).numpy()
         per_seed = [loso_uar(x, y, s, lambda a, b, c, sd=sd: fit_predict(a, b, c, sd)) for sd in args.seeds]
