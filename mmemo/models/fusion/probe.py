@@ -23,10 +23,10 @@ class ProbeFusion(Fusion):
     """Linear probe: the pooled embeddings concatenated as they are, so the head is a linear classifier.
 
     ``dim`` is their total width (the config's ``dim`` and ``dropout`` are unused); an absent modality
-    gets a learned vector, as in ``concat``. With nothing trainable between the embeddings and the head's ``Linear``, the model's classifier is
-    linear in what the encoders produce: a linear probe of an encoder, and on small data with fixed
-    features (e.g. the ``acoustic`` functionals of a few hundred clips) the logistic regression that
-    the speech literature reports, which an MLP does not match.
+    gets a learned vector, as in ``concat``. With nothing trainable between the embeddings and the
+    head's ``Linear``, the model is linear in what the encoders produce: a linear probe of an encoder,
+    and on small data with fixed features (e.g. the ``acoustic`` functionals of a few hundred clips)
+    the logistic regression that the speech literature reports, which an MLP does not match.
     """
 
     def __init__(self, config: ProbeConfig, input_dims: dict[str, int], modalities: list[str]):
