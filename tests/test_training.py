@@ -373,6 +373,17 @@ def test_supervised_contrastive_matches_its_definition_and_rewards_clustered_cla
     assert supervised_contrastive(features, torch.arange(10)).item() == 0.0  # no positive pair in the batch
 
 
+def _loss_and_output_under_the_same_dropout(trainer: Trainer, batch: dict):
+    """The trainer's training loss for ``batch``, and the model's own output under the same dropout masks,
+    so that a test can rebuild the loss by hand from the output."""
+    trainer.model.train()
+    torch.manual_seed(3)
+    loss = trainer._training_loss(batch)
+    torch.manual_seed(3)
+    out = trainer.model(batch["inputs"], batch["present"], batch["labels"], trainer.criterion)
+    return loss, out
+
+
 def test_supcon_adds_the_contrastive_term_on_fused_embeddings_to_the_loss(demo_tree, tmp_path):
     config = tiny_config(demo_tree, ("text", "audio"), train__epochs=1, train__eval_test=False,
                          data__max_examples=12, train__batch_size=8, train__supcon_weight=0.5,
@@ -380,11 +391,7 @@ def test_supcon_adds_the_contrastive_term_on_fused_embeddings_to_the_loss(demo_t
     trainer = Trainer(config, run_dir=tmp_path / "supcon")
     batch = next(iter(trainer.train_loader))
     assert len(batch["labels"]) == 8 and len(set(batch["labels"].tolist())) < 8  # 7 labels: a same-label pair
-    trainer.model.train()
-    torch.manual_seed(3)
-    loss = trainer._training_loss(batch)
-    torch.manual_seed(3)  # the same dropout masks, by hand
-    out = trainer.model(batch["inputs"], batch["present"], batch["labels"])
+    loss, out = _loss_and_output_under_the_same_dropout(trainer, batch)
     contrastive = supervised_contrastive(out.fused, batch["labels"], 0.2)
     assert contrastive.item() > 0
     assert loss.item() == pytest.approx((out.loss + 0.5 * contrastive).item(), rel=1e-5)
@@ -400,11 +407,7 @@ def test_l2_penalty_adds_half_the_squared_norm_of_the_trainable_weight_matrices(
                          train__batch_size=4, train__l2_penalty=0.01)
     trainer = Trainer(config, run_dir=tmp_path / "l2")
     batch = next(iter(trainer.train_loader))
-    trainer.model.train()
-    torch.manual_seed(3)
-    loss = trainer._training_loss(batch)
-    torch.manual_seed(3)  # the same dropout masks, by hand
-    out = trainer.model(batch["inputs"], batch["present"], batch["labels"], trainer.criterion)
+    loss, out = _loss_and_output_under_the_same_dropout(trainer, batch)
     matrices = [p for p in trainer.model.parameters() if p.requires_grad and p.ndim > 1]
     norm = sum(float((p.detach() ** 2).sum()) for p in matrices)
     assert len(matrices) > 4 and norm > 1
@@ -436,11 +439,7 @@ def test_aux_labels_add_a_trained_sentiment_head_whose_loss_joins_the_emotion_lo
     assert trainer.aux_targets["sentiment"].tolist() == [SENTIMENTS.index(s.lower()) for s in sentiments]
 
     batch = next(iter(trainer.train_loader))
-    trainer.model.train()
-    torch.manual_seed(3)
-    loss = trainer._training_loss(batch)
-    torch.manual_seed(3)  # the same dropout masks, by hand
-    out = trainer.model(batch["inputs"], batch["present"], batch["labels"], trainer.criterion)
+    loss, out = _loss_and_output_under_the_same_dropout(trainer, batch)
     target = torch.tensor([SENTIMENTS.index(train_rows[i].meta["sentiment"].lower()) for i in batch["index"]])
     aux = F.cross_entropy(out.aux_logits["sentiment"], target)
     assert out.aux_logits["sentiment"].shape == (8, 3) and aux.item() > 0

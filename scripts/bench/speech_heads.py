@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import REPO, RESULTS, SHARED_DATA, write_json
+from common import REPO, RESULTS, SHARED_DATA, mean_std, write_json
 from torch import nn
 
 from mmemo import load_config
@@ -87,31 +87,43 @@ def train_torch(x, y, hidden, dropout, l2, lr, epochs, seed) -> nn.Module:
 
 
 def loso_uar(x, y, s, fit_predict) -> float:
+    """``fit_predict(x_train, y_train, x_test, train_speakers)`` over every held-out speaker; UAR of all folds."""
     n = int(y.max()) + 1
     confusion = np.zeros((n, n))
     for speaker in sorted(set(s)):
         train, test = s != speaker, s == speaker
-        pred = fit_predict(x[train], y[train], x[test])
+        pred = fit_predict(x[train], y[train], x[test], s[train])
         np.add.at(confusion, (y[test], pred), 1)
     return round(100 * float(np.mean(np.diag(confusion) / confusion.sum(1))), 2)
+
+
+def torch_fit_predict(head: tuple, seed: int):
+    def run(x_train, y_train, x_test, _speakers=None):
+        net = train_torch(x_train, y_train, *head, seed)
+        with torch.no_grad():
+            return net(torch.from_numpy(x_test)).argmax(1).numpy()
+    return run
 
 
 L2_GRID = (0.003, 0.01, 0.03, 0.1)
 
 
-def nested_l2_fit_predict(a, b, c, seed, speakers):
+def nested_l2_fit_predict(seed: int, chosen: list[float]):
     """The linear head with its L2 coefficient chosen by leave-one-speaker-out UAR on the training speakers
-    alone (the test speaker unseen), then refitted on all of them: an unbiased figure for a chosen L2."""
-    def fit_predict(l2):
-        def run(x_train, y_train, x_test):
-            net = train_torch(x_train, y_train, (), 0.0, l2, 1e-2, 120, seed)
-            with torch.no_grad():
-                return net(torch.from_numpy(x_test)).argmax(1).numpy()
-        return run
+    alone (the test speaker unseen), then refitted on all of them: an unbiased figure for a chosen L2.
+    Each fold's choice is appended to ``chosen``."""
+    def run(x_train, y_train, x_test, speakers):
+        linear = {l2: ((), 0.0, l2, 1e-2, 120) for l2 in L2_GRID}
+        inner = {l2: loso_uar(x_train, y_train, speakers, torch_fit_predict(head, seed)) for l2, head in linear.items()}
+        best = max(L2_GRID, key=lambda l2: (inner[l2], l2))
+        chosen.append(best)
+        return torch_fit_predict(linear[best], seed)(x_train, y_train, x_test)
+    return run
 
-    inner = {l2: loso_uar(a, b, speakers, fit_predict(l2)) for l2 in L2_GRID}
-    chosen = max(L2_GRID, key=lambda l2: (inner[l2], l2))
-    return fit_predict(chosen)(a, b, c), chosen
+
+def summary(per_seed: list[float]) -> dict:
+    stats = mean_std(per_seed)
+    return {"uar": stats["mean"], "std": stats["std"], "per_seed": per_seed}
 
 
 def main() -> None:
@@ -129,32 +141,15 @@ def main() -> None:
     results = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lr = loso_uar(x, y, s, lambda a, b, c: LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
+        lr = loso_uar(x, y, s, lambda a, b, c, _: LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
                       .fit(a, b).predict(c))
-    results["scikit-learn logistic regression, balanced, C=1"] = {"uar": lr, "per_seed": [lr]}
+    results["scikit-learn logistic regression, balanced, C=1"] = summary([lr])
     for name, head in TORCH_HEADS.items():
-        def fit_predict(a, b, c, seed, head=head):
-            net = train_torch(a, b, *head, seed)
-            with torch.no_grad():
-                return net(torch.from_numpy(c)).argmax(1).numpy()
-        per_seed = [loso_uar(x, y, s, lambda a, b, c, sd=sd: fit_predict(a, b, c, sd)) for sd in args.seeds]
-        results[name] = {"uar": round(float(np.mean(per_seed)), 2), "std": round(float(np.std(per_seed)), 2),
-                         "per_seed": per_seed}
-    chosen_per_seed, per_seed = [], []
-    for seed in args.seeds:
-        chosen: list[float] = []
-        n = int(y.max()) + 1
-        confusion = np.zeros((n, n))
-        for speaker in sorted(set(s)):
-            train, test = s != speaker, s == speaker
-            pred, l2 = nested_l2_fit_predict(x[train], y[train], x[test], seed, s[train])
-            np.add.at(confusion, (y[test], pred), 1)
-            chosen.append(l2)
-        per_seed.append(round(100 * float(np.mean(np.diag(confusion) / confusion.sum(1))), 2))
-        chosen_per_seed.append(chosen)
+        results[name] = summary([loso_uar(x, y, s, torch_fit_predict(head, seed)) for seed in args.seeds])
+    chosen_per_seed: list[list[float]] = [[] for _ in args.seeds]
+    per_seed = [loso_uar(x, y, s, nested_l2_fit_predict(seed, chosen)) for seed, chosen in zip(args.seeds, chosen_per_seed)]
     results[f"linear + L2 chosen from {list(L2_GRID)} on the training speakers"] = {
-        "uar": round(float(np.mean(per_seed)), 2), "std": round(float(np.std(per_seed)), 2), "per_seed": per_seed,
-        "chosen_l2_per_fold": chosen_per_seed}
+        **summary(per_seed), "chosen_l2_per_fold": chosen_per_seed}
     print(f"EmoDB, leave one speaker out, per-speaker standardised functionals ({x.shape[1]}), UAR:")
     for name, r in results.items():
         print(f"  {name:<45} {r['uar']:6.2f}  {r['per_seed']}")
