@@ -2,6 +2,7 @@
 HOG encoder."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +139,17 @@ def test_hog_encoder_is_blind_to_colour_and_augments_in_training_only():
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
+def test_hog_encoder_without_projection_gives_the_histograms_themselves():
+    enc = HOGEncoder(HOGConfig(image_size=32, dim=None, dropout=0.5)).eval()
+    frames = _frames()
+    mask = torch.ones(4, 1, dtype=torch.bool)
+    with torch.no_grad():
+        out = enc(frames, mask)
+    expected = hog_features(frames[:, 0])  # 4 x 4 cells, 3 x 3 blocks of 2 x 2 cells, 9 bins
+    assert enc.dim == 324 == expected.shape[1] and not list(enc.parameters())
+    assert torch.allclose(out.pooled, expected, atol=1e-6)
+
+
 def test_hog_encoder_learns_stripe_direction_from_image_files(tmp_path):
     rng = np.random.default_rng(0)
     rows = ["image,emotion,split"]
@@ -163,3 +175,34 @@ def test_hog_encoder_learns_stripe_direction_from_image_files(tmp_path):
     dev = [row.split(",") for row in rows[1:] if row.endswith(",dev")]
     hits = [recognizer.predict(image=str(tmp_path / name)).label == label for name, label, _ in dev]
     assert sum(hits) >= 0.9 * len(hits)
+
+
+def test_hog_linear_config_is_a_logistic_regression_on_the_histograms(shared_data, tmp_path):
+    """configs/faces/hog_linear.yaml on real face images: nothing trainable but the head's Linear on the
+    8100 histograms, an L2 penalty, and the final epoch kept."""
+    from mmemo.data.examples import Splits
+    from mmemo.data.manifest import read_manifest
+    from mmemo.data.sources import apply_labels
+    from mmemo.labels import get_label_set
+
+    repo = Path(__file__).resolve().parents[1]
+    manifest = shared_data / "facial_expressions" / "labels.csv"
+    label_set = get_label_set("faces8")
+    columns = {"image": "image", "label": "emotion", "speaker": "identity"}
+    examples = apply_labels(read_manifest(manifest, columns=columns)["train"], label_set, {}, "all")[:24]
+    config = load_config(repo / "configs/faces/hog_linear.yaml",
+                         [f"data.manifest.path={manifest}", "train.epochs=2", "train.progress=false", "train.eval_test=false"])
+    trainer = Trainer(config, run_dir=tmp_path / "run", splits=Splits({"train": examples[:16], "dev": examples[16:]}),
+                      label_set=label_set)
+    model = trainer.unwrapped
+    assert model.encoders["vision"].dim == model.fusion.dim == 8100
+    assert [name for name, _ in model.named_parameters()] == ["fusion.missing.vision", "head.1.weight", "head.1.bias"]
+    batch = next(iter(trainer.train_loader))
+    model.eval()
+    with torch.no_grad():
+        out = model(batch["inputs"], batch["present"])
+    frames = batch["inputs"]["vision"]["frames"][:, 0]
+    weight, bias = model.head[-1].weight, model.head[-1].bias
+    torch.testing.assert_close(out.logits, hog_features(frames) @ weight.T + bias, atol=1e-5, rtol=1e-5)
+    result = trainer.fit()
+    assert config.train.l2_penalty > 0 and result.best_epoch == 2 and [h["best"] for h in result.history] == [True, True]

@@ -1,6 +1,6 @@
 """Face benchmark: facial-expression images, a timm backbone trained from scratch (with and without
-colour) and HOG descriptors with a linear projection, identity-disjoint 5-fold cross-validation, beside
-the colour-only rule.
+colour), HOG descriptors with a linear projection and HOG with a linear classifier, identity-disjoint
+5-fold cross-validation, beside the colour-only rule.
 
 The confound (shared/data/facial_expressions/SOURCE.md): disgust and sadness come mostly from RGB
 photos of film actors, the other classes from greyscale news crops, so colour alone predicts labels.
@@ -10,7 +10,10 @@ so both variants are also scored separately on the greyscale and the colour test
 
 Protocol: StratifiedGroupKFold by identity (no person in both train and test); inside each training
 fold, 20% of its identities are held out to select the epoch (accuracy); the test fold is evaluated
-once with the selected model.
+once with the selected model. Methods with a grid (``hog linear``: its L2 penalty) keep their final
+epoch instead and need no identities held out: each value is scored by a 4-fold cross-validation over
+the training fold's identities (validation included), and the chosen one is refitted on all of them, as
+a plain tool is used. ``HOG + LR, refit`` chooses its C the same way.
 
     python scripts/bench/faces.py
     python scripts/bench/faces.py --methods hog --out scripts/bench/results/faces_hog.json
@@ -24,18 +27,21 @@ import contextlib
 import csv
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from common import REPO, RESULTS, SHARED_DATA, fmt, mean_std, peak_rss_mb, write_json
-from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
 
 from mmemo import load_config
+from mmemo.config import Config
 from mmemo.data.examples import Example, Splits
 from mmemo.data.manifest import read_manifest
 from mmemo.data.sources import apply_labels
-from mmemo.labels import get_label_set
+from mmemo.labels import LabelSet, get_label_set
 from mmemo.training.metrics import compute_metrics
 from mmemo.training.trainer import Trainer
 
@@ -46,7 +52,12 @@ METHODS = {
     "colour": (CONFIGS / "resnet18.yaml", ["model.encoders.vision.grayscale=false"]),
     "greyscale": (CONFIGS / "resnet18.yaml", ["model.encoders.vision.grayscale=true"]),
     "hog": (CONFIGS / "hog.yaml", []),
+    "hog linear": (CONFIGS / "hog_linear.yaml", []),
 }
+# method -> (key, values) chosen by cross-validation over the training identities, then refitted on all of
+# them; the first value wins ties, so the strongest penalty comes first
+GRIDS = {"hog linear": ("train.l2_penalty", [0.5, 0.05, 0.005])}
+INNER_FOLDS = 4
 
 
 def is_colour(ex: Example) -> bool:
@@ -79,9 +90,24 @@ def split_folds(examples: list[Example], n_folds: int, seed: int) -> list[tuple[
     return out
 
 
-def hog_logistic_regression(folds, size: int = 128) -> list[list[str]]:
+def inner_folds(examples: list[Example], k: int = INNER_FOLDS) -> list[tuple[list[Example], list[Example]]]:
+    """(fit, held out) k times over ``examples``; identities never cross, every example is held out once."""
+    split = GroupKFold(n_splits=k).split(np.zeros(len(examples)), groups=[e.speaker for e in examples])
+    return [([examples[i] for i in fit], [examples[i] for i in held]) for fit, held in split]
+
+
+def choose(values: list, score: Callable[[Any, int, list[Example], list[Example]], float],
+           inner: list[tuple[list[Example], list[Example]]]) -> Any:
+    """The value with the most held-out hits over the inner folds (the first of equals); ``score(value,
+    i, fit, held)`` is the accuracy in percent on ``held`` of a model fitted on ``fit`` (inner fold i)."""
+    hits = [sum(score(v, i, fit, held) * len(held) for i, (fit, held) in enumerate(inner)) for v in values]
+    return values[hits.index(max(hits))]
+
+
+def hog_logistic_regression(folds, size: int = 128, refit: bool = False) -> list[list[str]]:
     """The plain-tools baseline: the same HOG (mmemo's, scikit-image's to 1e-6) and scikit-learn's logistic
-    regression, fitted on each fold's training identities with C chosen on its validation identities."""
+    regression, fitted on each fold's training identities with C chosen on its validation identities
+    (``refit``: C chosen by cross-validation over training and validation identities, and fitted on all)."""
     from sklearn.linear_model import LogisticRegression
 
     from mmemo.data.media import load_image
@@ -97,10 +123,35 @@ def hog_logistic_regression(folds, size: int = 128) -> list[list[str]]:
 
     out = []
     for train, val, test in folds:
-        fitted = [LogisticRegression(C=c, max_iter=3000).fit(matrix(train), [e.label for e in train]) for c in (0.01, 0.1, 1.0)]
-        best = max(fitted, key=lambda m: m.score(matrix(val), [e.label for e in val]))  # first of equals: the smallest C
+        if refit:
+            def score(c: float, _: int, fit: list[Example], held: list[Example]) -> float:
+                model = LogisticRegression(C=c, max_iter=3000).fit(matrix(fit), [e.label for e in fit])
+                return 100 * model.score(matrix(held), [e.label for e in held])
+
+            best = LogisticRegression(C=choose([0.01, 0.1, 1.0], score, inner_folds(train + val)), max_iter=3000)
+            best.fit(matrix(train + val), [e.label for e in train + val])
+        else:
+            fitted = [LogisticRegression(C=c, max_iter=3000).fit(matrix(train), [e.label for e in train]) for c in (0.01, 0.1, 1.0)]
+            best = max(fitted, key=lambda m: m.score(matrix(val), [e.label for e in val]))  # first of equals: the smallest C
         out.append(best.predict(matrix(test)).tolist())
     return out
+
+
+def train_quietly(config: Config, run_dir: Path, splits: dict[str, list[Example]], label_set: LabelSet) -> float:
+    """Train with the log in ``run_dir/train.log``; the selected epoch's metric on ``dev``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        return Trainer(config, run_dir=run_dir, splits=Splits(splits), label_set=label_set).fit().best_metric
+
+
+def trainer_score(config_path: Path, overrides: list[str], key: str, run_dir: Path, label_set: LabelSet) -> Callable:
+    """``score`` for ``choose``: train with ``key=value`` on the inner fold, its final epoch's accuracy on
+    the held-out identities (``run_dir/key=value/inner<i>``)."""
+    def score(value: Any, i: int, fit: list[Example], held: list[Example]) -> float:
+        config = load_config(config_path, [*overrides, f"{key}={value}", "train.eval_test=false"])
+        return train_quietly(config, run_dir / f"{key}={value}" / f"inner{i}", {"train": fit, "dev": held}, label_set)
+
+    return score
 
 
 def main() -> None:
@@ -126,7 +177,9 @@ def main() -> None:
 
     predictions: dict[str, list[list[str]]] = {"majority class": [], "colour-only rule": [],
                                                "HOG + logistic regression": hog_logistic_regression(folds),
+                                               "HOG + LR, refit": hog_logistic_regression(folds, refit=True),
                                                **{m: [] for m in args.methods}}
+    chosen: dict[str, list] = {}
     minutes: dict[str, float] = {}
     for train, _, test in folds:
         majority = Counter(e.label for e in train).most_common(1)[0][0]
@@ -136,13 +189,19 @@ def main() -> None:
         config_path, overrides = METHODS[variant]
         start = time.time()
         for fold, (train, val, test) in enumerate(folds):
-            config = load_config(config_path, [f"data.manifest.path={manifest}", f"train.seed={args.seed + fold}",
-                                               "train.progress=false", *overrides, *args.overrides])
+            base = [f"data.manifest.path={manifest}", f"train.seed={args.seed + fold}", "train.progress=false",
+                    *overrides, *args.overrides]
             run_dir = Path(args.runs) / variant / f"fold{fold}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                Trainer(config, run_dir=run_dir, splits=Splits({"train": train, "dev": val, "test": test}),
-                        label_set=label_set).fit()
+            if variant in GRIDS:
+                key, values = GRIDS[variant]
+                score = trainer_score(config_path, base, key, run_dir, label_set)
+                best = choose(values, score, inner_folds(train + val))
+                chosen.setdefault(variant, []).append(best)
+                # the final epoch is kept, so "dev" (training identities here) selects nothing
+                train_quietly(load_config(config_path, [*base, f"{key}={best}"]), run_dir,
+                              {"train": train + val, "dev": val, "test": test}, label_set)
+            else:
+                train_quietly(load_config(config_path, base), run_dir, {"train": train, "dev": val, "test": test}, label_set)
             by_id = {row["id"]: row["prediction"] for row in csv.DictReader(open(run_dir / "predictions_test.csv"))}
             predictions[variant].append([by_id[e.id] for e in test])
             print(f"{variant} fold {fold}: accuracy {scores(test, predictions[variant][-1], label_set.names)['accuracy']:.1f}",
@@ -158,6 +217,8 @@ def main() -> None:
             "over_folds": {k: mean_std([s[k] for s in fold_scores if s[k] is not None]) for k in fold_scores[0]},
             "folds": fold_scores, "minutes": minutes.get(method),
         }
+        if method in chosen:
+            results[method]["chosen"] = {GRIDS[method][0]: chosen[method]}
     n_colour = sum(is_colour(e) for e in examples)
     print(f"\nfaces: {len(examples)} images ({n_colour} colour, {len(examples) - n_colour} greyscale), "
           f"{len({e.speaker for e in examples})} identities, {args.folds} identity-disjoint folds")

@@ -190,7 +190,7 @@ class HOGConfig(EncoderConfig):
     orientations: int = 9  # unsigned gradient orientation bins over 0-180 degrees
     block_size: int = 2  # cells per block side; each block is normalised on its own (L2-Hys)
     augment: bool = False  # training only: random horizontal flips and shifts before the histograms
-    dim: int = 128
+    dim: int | None = 128  # None: the histograms themselves (with the ``probe`` fusion, a linear classifier of HOG)
     dropout: float = 0.3
 
 
@@ -243,8 +243,9 @@ class HOGEncoder(Encoder):
         if config.image_size // config.cell_size < config.block_size:
             raise ValueError(f"hog: image_size {config.image_size} holds fewer than block_size={config.block_size} "
                              f"cells of cell_size={config.cell_size}")
-        self.proj = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(hog_feature_count(config), config.dim))
-        self.dim = config.dim
+        n_features = hog_feature_count(config)
+        self.proj = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_features, config.dim) if config.dim else nn.Identity())
+        self.dim = config.dim or n_features
 
     def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> ModalityEmbedding:
         x = frames.flatten(0, 1)[frame_mask.flatten()].float()
