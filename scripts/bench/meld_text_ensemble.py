@@ -58,19 +58,26 @@ def main() -> None:
     configs = {c: {"seeds": weighted_f1(sum(probs[r] for r in runs)),
                    "mean_single": round(float(np.mean([single[r] for r in runs])), 2)} for c, runs in by_config.items()}
     everything = weighted_f1(sum(probs.values()))
+    predicted = np.stack([p.argmax(1) for p in probs.values()])  # [models, utterances]
+    agreement = np.mean([np.mean(predicted[a] == predicted[b]) for a, b in itertools.combinations(range(len(probs)), 2)])
+    right = predicted == np.array([names.index(label) for label in labels])
+    shares = {"pair_agreement": round(100 * float(agreement), 1), "all_right": round(100 * float(right.all(0).mean()), 1),
+              "all_wrong": round(100 * float((~right).all(0).mean()), 1)}
 
     for run, f1 in single.items():
         print(f"{f1:6.2f}  {run}")
     print(f"\n{len(probs)} models: single {mean_std(list(single.values()))['mean']:.2f} ± {mean_std(list(single.values()))['std']:.2f}; "
           f"average of a pair minus its two models' mean: {np.mean(gains):+.2f} (min {min(gains):+.2f}, max {max(gains):+.2f}, "
           f"{len(gains)} pairs); all {len(probs)} averaged: {everything:.2f}")
+    print(f"two models predict the same class for {shares['pair_agreement']}% of dev utterances on average; "
+          f"all are right on {shares['all_right']}%, all wrong on {shares['all_wrong']}%")
     for c, r in configs.items():
         print(f"  {c}: seeds averaged {r['seeds']:.2f} (their mean {r['mean_single']:.2f})")
     path = write_json(args.out, {"benchmark": "meld_text_ensemble", "dev_weighted_f1": single,
                                  "single": mean_std(list(single.values())),
                                  "pair_gain": {"mean": round(float(np.mean(gains)), 2), "min": round(min(gains), 2),
                                                "max": round(max(gains), 2), "pairs": len(gains)},
-                                 "by_config": configs, "all_averaged": everything})
+                                 "by_config": configs, "all_averaged": everything, **shares})
     print(f"wrote {path}")
 
 
