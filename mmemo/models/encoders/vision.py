@@ -244,8 +244,9 @@ class HOGEncoder(Encoder):
             raise ValueError(f"hog: image_size {config.image_size} holds fewer than block_size={config.block_size} "
                              f"cells of cell_size={config.cell_size}")
         n_features = hog_feature_count(config)
-        self.proj = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_features, config.dim) if config.dim else nn.Identity())
-        self.dim = config.dim or n_features
+        project = nn.Linear(n_features, config.dim) if config.dim is not None else nn.Identity()
+        self.proj = nn.Sequential(nn.Dropout(config.dropout), project)
+        self.dim = n_features if config.dim is None else config.dim
 
     def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> ModalityEmbedding:
         x = frames.flatten(0, 1)[frame_mask.flatten()].float()

@@ -40,6 +40,11 @@ class Fusion(nn.Module):
         """``present[:, m]`` as a ``[B, 1]`` bool column, for ``torch.where``."""
         return present[:, self.modalities.index(modality)].unsqueeze(-1)
 
+    def or_missing(self, h: torch.Tensor, present: torch.Tensor, modality: str) -> torch.Tensor:
+        """``h`` ``[B, d]`` with the rows where ``modality`` is absent replaced by the learned
+        ``self.missing[modality]``, so absence is a signal, not zeros."""
+        return torch.where(self.column(present, modality), h, self.missing[modality].to(h.dtype).expand_as(h))
+
 
 def only_present(embedding: ModalityEmbedding, present: torch.Tensor) -> ModalityEmbedding:
     """The embedding with the rows where ``present[B]`` is False set to zeros and an all-false mask."""

@@ -34,8 +34,5 @@ class ConcatFusion(Fusion):
         self.mlp = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(d * len(modalities), d), nn.GELU(), nn.Dropout(config.dropout))
 
     def fuse(self, embeddings: dict[str, ModalityEmbedding], present: torch.Tensor) -> torch.Tensor:
-        parts = []
-        for m in self.modalities:
-            h = self.proj[m](embeddings[m].pooled)
-            parts.append(torch.where(self.column(present, m), h, self.missing[m].to(h.dtype).expand_as(h)))
+        parts = [self.or_missing(self.proj[m](embeddings[m].pooled), present, m) for m in self.modalities]
         return self.mlp(torch.cat(parts, dim=-1))

@@ -110,5 +110,5 @@ class CrossAttentionFusion(Fusion):
             for layer in self.self_attn[t]:
                 z = layer(z, src_key_padding_mask=ignore)
             h = masked_mean(self.norm[t](z), valid[t])
-            pooled.append(torch.where(self.column(present, t), h, self.missing[t].to(h.dtype).expand_as(h)))
+            pooled.append(self.or_missing(h, present, t))
         return self.out(torch.cat(pooled, dim=-1))

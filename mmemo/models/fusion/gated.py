@@ -43,10 +43,7 @@ class GatedFusion(Fusion):
     def fuse(self, embeddings: dict[str, ModalityEmbedding], present: torch.Tensor) -> torch.Tensor:
         x = {m: self.proj[m](embeddings[m].pooled) for m in self.modalities}
         h = torch.stack([self.features[m](x[m]) for m in self.modalities], dim=1)  # [B, M, d]
-        gate_input = torch.cat(
-            [torch.where(self.column(present, m), x[m], self.missing[m].to(x[m].dtype).expand_as(x[m])) for m in self.modalities],
-            dim=-1,
-        )
+        gate_input = torch.cat([self.or_missing(x[m], present, m) for m in self.modalities], dim=-1)
         scores = self.gate(gate_input).view(h.shape)
         gates = masked_softmax(scores, present.unsqueeze(-1).expand_as(scores), dim=1)
         return self.dropout((gates * h).sum(1))

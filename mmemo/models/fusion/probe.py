@@ -35,8 +35,4 @@ class ProbeFusion(Fusion):
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(input_dims[m])) for m in modalities})
 
     def fuse(self, embeddings: dict[str, ModalityEmbedding], present: torch.Tensor) -> torch.Tensor:
-        parts = []
-        for m in self.modalities:
-            h = embeddings[m].pooled
-            parts.append(torch.where(self.column(present, m), h, self.missing[m].to(h.dtype).expand_as(h)))
-        return torch.cat(parts, dim=-1)
+        return torch.cat([self.or_missing(embeddings[m].pooled, present, m) for m in self.modalities], dim=-1)
