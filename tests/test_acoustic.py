@@ -48,6 +48,12 @@ def test_functionals_are_finite_named_and_hear_pitch(emodb):
     assert female[pitch] - male[pitch] > 4, (male[pitch], female[pitch])
     assert 0.2 < male[names.index("voiced_fraction")] <= 1.0
 
+    finer = acoustic_functionals(load_audio(_pick(emodb, "03", 1)[0].audio, 16000).numpy(), 16000,
+                                 AcousticConfig(n_mels=128))
+    cepstral = np.array([n.startswith(("mfcc", "d_mfcc")) for n in names])
+    assert finer.shape == male.shape and not np.allclose(finer[cepstral], male[cepstral], atol=1e-3)
+    np.testing.assert_array_equal(finer[~cepstral], male[~cepstral])  # only the MFCCs come from the mel bands
+
 
 def test_functionals_on_48k_ravdess_with_extra_wav_chunk(shared_data):
     path = next((shared_data / "ravdess_speech" / "Actor_13").glob("*.wav"))

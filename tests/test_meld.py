@@ -151,6 +151,40 @@ def test_target_segment_gives_the_target_token_type_1(shared_data):
         HFTextEncoder(from_dict(HFTextConfig, no_types))
 
 
+def test_target_context_pooling_starts_as_the_target_mean_and_learns_the_context(shared_data):
+    from mmemo.config import from_dict
+    from mmemo.models.encoders.base import masked_mean
+    from mmemo.models.encoders.text import HFTextConfig, HFTextEncoder, TextProcessor
+    from tests.conftest import TINY_TEXT
+
+    train = attach_context(read_meld(shared_data / "meld")["train"], past=2, future=1)
+    examples = [e for e in train if e.context_before][:4]
+    settings = {**TINY_TEXT, "max_length": 64, "context_turns": 2, "future_turns": 1, "pooling": "target_context"}
+    torch.manual_seed(0)
+    encoder = HFTextEncoder(from_dict(HFTextConfig, settings)).eval()
+    processor = TextProcessor(encoder.config)
+    batch = processor.collate([processor(e) for e in examples])
+    target, attention = batch["target_mask"], batch["attention_mask"].bool()
+
+    emb = encoder(**batch)
+    assert emb.pooled.shape == (len(examples), encoder.dim) and encoder.dim == emb.seq.shape[-1]
+    torch.testing.assert_close(emb.pooled, masked_mean(emb.seq, target))  # at start: the target's mean alone
+
+    mix = encoder.context_mix
+    assert {id(p) for p in encoder.head_parameters()} == {id(mix.weight), id(mix.bias)}  # trains at the head lr
+    with torch.no_grad():
+        mix.weight[:, encoder.dim:].normal_()
+    context = attention & ~target
+    expected = masked_mean(emb.seq, target) + masked_mean(emb.seq, context) @ mix.weight[:, encoder.dim:].T
+    torch.testing.assert_close(encoder(**batch).pooled, expected, atol=1e-5, rtol=1e-5)
+
+    encoder.zero_grad()
+    with torch.no_grad():
+        mix.weight[:, encoder.dim:].zero_()
+    encoder(**batch).pooled.pow(2).sum().backward()
+    assert mix.weight.grad[:, encoder.dim:].abs().sum() > 0  # the context half learns from its zero start
+
+
 def test_context_dropout_hides_the_whole_context_of_some_examples_in_training_only(shared_data):
     from mmemo.config import from_dict
     from mmemo.models.encoders.text import HFTextConfig, HFTextEncoder, TextProcessor, hide_context

@@ -226,6 +226,7 @@ class HFAudioEncoder(Encoder):
 class AcousticConfig(EncoderConfig):
     name: str = "acoustic"
     n_mfcc: int = 40
+    n_mels: int = 64  # mel bands the MFCCs are taken from (librosa's own default is 128)
     win_ms: float = 25.0
     hop_ms: float = 10.0
     trim_db: float | None = 30.0  # strip leading/trailing silence below peak - trim_db (None: keep all)
@@ -252,7 +253,7 @@ def acoustic_functionals(wav: np.ndarray, sample_rate: int, config: AcousticConf
     n_fft = int(round(sample_rate * config.win_ms / 1000))
     hop = int(round(sample_rate * config.hop_ms / 1000))
     spec = np.abs(librosa.stft(wav, n_fft=n_fft, hop_length=hop)) + 1e-10
-    mel = librosa.feature.melspectrogram(S=spec**2, sr=sample_rate, n_mels=64)
+    mel = librosa.feature.melspectrogram(S=spec**2, sr=sample_rate, n_mels=config.n_mels)
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=config.n_mfcc)
     delta = librosa.feature.delta(mfcc, mode="nearest")
     shape = np.vstack([

@@ -26,7 +26,9 @@ class HFTextConfig(EncoderConfig):
     checkpoint: str = "sentence-transformers/all-MiniLM-L6-v2"
     pretrained: bool = True
     model_overrides: dict[str, Any] = field(default_factory=dict)  # AutoConfig overrides (tiny test models)
-    pooling: Literal["mean", "cls"] = "mean"
+    # mean: the target utterance's tokens; cls: [CLS]; target_context: the target's mean and the mean of the
+    # other tokens (its dialogue context), mixed by a learned Linear that starts as the target's mean alone
+    pooling: Literal["mean", "cls", "target_context"] = "mean"
     max_length: int = 128
     context_turns: int = 0  # previous utterances of the same dialogue
     future_turns: int = 0  # following utterances (only where the application has them)
@@ -143,6 +145,14 @@ class HFTextEncoder(Encoder):
             # only the rows of the words it contains, away from the unseen ones they were pretrained beside.
             self.model.get_input_embeddings().weight.requires_grad_(False)
         self.dim = self.model.config.hidden_size
+        if config.pooling == "target_context":
+            # The target's tokens attend to the context, but six layers may carry little of a neighbour's
+            # mood into them; this hands the head the context's own mean as well.
+            self.context_mix = nn.Linear(2 * self.dim, self.dim)
+            with torch.no_grad():
+                self.context_mix.weight.zero_()
+                self.context_mix.weight[:, :self.dim].copy_(torch.eye(self.dim))
+                self.context_mix.bias.zero_()
         token_types = getattr(self.model.config, "type_vocab_size", 0)
         if config.target_segment and token_types < 2:
             raise ValueError(
@@ -169,6 +179,11 @@ class HFTextEncoder(Encoder):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), **extra).last_hidden_state
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
+        elif self.config.pooling == "target_context":
+            if target_mask is None:
+                raise ValueError("model.encoders.text.pooling=target_context needs the processor's target_mask")
+            context = mask & ~target_mask.bool()  # [CLS], [SEP]s and the neighbouring turns
+            pooled = self.context_mix(torch.cat([masked_mean(hidden, target_mask), masked_mean(hidden, context)], -1))
         else:
             pooled = masked_mean(hidden, target_mask if target_mask is not None else mask)
         return ModalityEmbedding(hidden, mask, pooled)
