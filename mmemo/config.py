@@ -129,6 +129,9 @@ class TrainConfig:
     # are shuffled); larger pools pad less and make each batch's lengths more alike
     bucket_pool_batches: int = 50
     scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    # > 0: the first this many epochs (counted in epochs) train only the fusion module and the head, on the
+    # encoders' features (LP-FT, Kumar et al. 2022); the encoders' warmup and decay start after them
+    head_only_epochs: int = 0
     warmup_ratio: float = 0.0
     select_on: str = "dev"
     # best: keep the epoch with the best select_on metric (the first, on ties); last: keep the final epoch

@@ -28,6 +28,7 @@ from mmemo.training.losses import (
     supervised_contrastive,
     symmetric_kl,
 )
+from mmemo.training.schedule import build_scheduler
 from mmemo.training.trainer import (
     EpochSampler,
     NonFiniteLossError,
@@ -275,6 +276,75 @@ def test_linear_warmup_then_decay(demo_tree, tmp_path, schedule):
     decay = [1e-3 * (0.5 * (1 + math.cos(math.pi * i / 12)) if schedule == "cosine" else 1 - i / 12) for i in range(12)]
     assert lrs[4:] == pytest.approx(decay)
     assert text_lrs == pytest.approx([x / 10 for x in lrs])  # every group follows the same shape
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_scheduler_is_transformers_own_and_held_groups_start_their_schedule_late(schedule):
+    from transformers import get_scheduler
+
+    def lrs(scheduler, steps):
+        out = []
+        for _ in range(steps):
+            out.append([g["lr"] for g in scheduler.optimizer.param_groups])
+            scheduler.optimizer.step()
+            scheduler.step()
+        return torch.tensor(out)
+
+    def optimizer():
+        return torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": 1.0, "name": "text.backbone"},
+                                {"params": [torch.zeros(1, requires_grad=True)], "lr": 0.1, "name": "fusion_head"}])
+
+    name = {"constant": "constant_with_warmup"}.get(schedule, schedule)
+    reference = lrs(get_scheduler(name, optimizer(), num_warmup_steps=3, num_training_steps=30), 30)
+    assert torch.allclose(lrs(build_scheduler(optimizer(), schedule, 0.1, 30), 30), reference)
+    held = lrs(build_scheduler(optimizer(), schedule, 0.1, 30, held_steps=10, held_groups={"text.backbone"}), 30)
+    assert torch.allclose(held[:, 1], reference[:, 1])  # the head's schedule is unchanged
+    assert (held[:10, 0] == 0).all()  # the encoder waits, then runs the whole shape over the 20 steps left
+    late = lrs(get_scheduler(name, optimizer(), num_warmup_steps=2, num_training_steps=20), 20)
+    assert torch.allclose(held[10:, 0], late[:, 0]) and held[12, 0] == 1.0
+    with pytest.raises(ValueError, match="head-only phase"):
+        build_scheduler(optimizer(), schedule, 0.1, 30, held_steps=30, held_groups={"text.backbone"})
+
+
+def test_head_only_epochs_fit_the_head_on_untouched_encoders_then_train_everything(demo_tree, tmp_path):
+    overrides = dict(train__epochs=3, train__head_only_epochs=1, train__eval_test=False, data__max_examples=12,
+                     train__checkpoint_every_steps=1)  # 3 steps an epoch
+    config = tiny_config(demo_tree, ("text", "audio"), **overrides)
+    trainer = Trainer(config, run_dir=tmp_path / "straight")
+    assert trainer.head_only_steps == 3
+    start = _weights(trainer.unwrapped)
+    seen, modes = [], []
+    evaluate = trainer.evaluate_split
+    trainer.evaluate_split = lambda split: (seen.append(_weights(trainer.unwrapped)), evaluate(split))[1]
+    forward = trainer.unwrapped.encoders["text"].forward
+
+    def record(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        if trainer.unwrapped.training:  # a training forward, not an evaluation
+            modes.append((trainer.unwrapped.encoders["text"].training, out.pooled.requires_grad))
+        return out
+
+    trainer.unwrapped.encoders["text"].forward = record
+    trainer.fit()
+    encoder = [k for k in start if k.startswith("encoders.") and start[k].is_floating_point()]
+    head = [k for k in start if k.startswith(("fusion.", "head."))]
+    assert all(torch.equal(seen[0][k], start[k]) for k in encoder)  # not one encoder weight moved in epoch 1
+    assert any(not torch.equal(seen[0][k], start[k]) for k in head)
+    for m in ("text", "audio"):
+        assert any(not torch.equal(seen[1][k], start[k]) for k in encoder if k.startswith(f"encoders.{m}."))
+    # training forwards: the phase's three without a graph and in eval mode (no dropout), then trained
+    assert modes[:3] == [(False, False)] * 3 and modes[3:] == [(True, True)] * 6
+    backbone = [g for g in trainer.optimizer.param_groups if g["name"] == "text.backbone"][0]
+    assert backbone["lr"] == 0.0  # the encoders' own decay ended with training
+    # killed inside the phase and resumed: the same run
+    killed = Trainer(config, run_dir=tmp_path / "killed")
+    _kill_after_checkpoint(killed, step=2)
+    with pytest.raises(Killed):
+        killed.fit()
+    train(None, resume=tmp_path / "killed")
+    assert _history(tmp_path / "killed") == _history(tmp_path / "straight")
+    with pytest.raises(ValueError, match="train.head_only_epochs"):
+        Trainer(tiny_config(demo_tree, ("text",), train__epochs=2, train__head_only_epochs=2), run_dir=tmp_path / "bad")
 
 
 def test_early_stopping_tensorboard_and_metrics_jsonl(demo_tree, tmp_path):

@@ -36,6 +36,7 @@ from mmemo.models.model import EmotionModel, load_weights, replace_dir
 from mmemo.training.losses import build_criterion, stack_twice, supervised_contrastive, symmetric_kl
 from mmemo.training.metrics import compute_metrics, format_metrics, format_table, plot_confusion
 from mmemo.training.sampling import bucketed_order, text_length
+from mmemo.training.schedule import build_scheduler
 
 log = logging.getLogger("mmemo")
 
@@ -248,11 +249,15 @@ class Trainer:
         self.total_steps = steps_per_epoch * t.epochs
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
-        from transformers import get_scheduler
-
-        name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[t.scheduler]
-        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=int(t.warmup_ratio * self.total_steps),
-                                       num_training_steps=self.total_steps)
+        if t.head_only_epochs and not 0 < t.head_only_epochs < t.epochs:
+            raise ValueError(f"train.head_only_epochs must be between 0 and train.epochs ({t.epochs}), got {t.head_only_epochs}")
+        if t.head_only_epochs and acc.num_processes > 1:
+            raise ValueError("train.head_only_epochs is not supported in a distributed run yet: "
+                             "the encoders' parameters would get no gradient on some steps")
+        self.head_only_steps = steps_per_epoch * t.head_only_epochs
+        encoder_groups = {g["name"] for g in self.optimizer.param_groups if not g["name"].startswith("fusion_head")}
+        self.scheduler = build_scheduler(self.optimizer, t.scheduler, t.warmup_ratio, self.total_steps,
+                                         min(self.head_only_steps, self.total_steps - 1), encoder_groups)
         acc.register_for_checkpointing(self.scheduler)
         self.ema = None
         if t.ema_decay:
@@ -409,6 +414,15 @@ class Trainer:
                 loss = loss + t.aux_weight * F.cross_entropy(logits.float(), target, label_smoothing=t.label_smoothing)
         return loss
 
+    def _hold_encoders(self) -> None:
+        """In the head-only phase (``train.head_only_epochs``) the encoders run without a graph, in eval
+        mode, and the optimiser skips them; after it they train (those frozen by config stay frozen)."""
+        held = self.state["global_step"] < self.head_only_steps
+        for m, enc in self.unwrapped.encoders.items():
+            if not self.config.model.encoders[m].freeze:
+                enc.hold(held)
+                enc.train(self.model.training)
+
     def fit(self) -> TrainResult:
         acc, t = self.accelerator, self.config.train
         from tqdm.auto import tqdm
@@ -423,6 +437,7 @@ class Trainer:
             if not skip:
                 self.state["epoch_loss"] = [0.0, 0]
             loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+            self._hold_encoders()
             self.model.train()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (t.progress and acc.is_main_process),
                        initial=skip, total=len(self.train_loader), leave=False, dynamic_ncols=True)
@@ -446,6 +461,8 @@ class Trainer:
                         self.ema.update_parameters(self.unwrapped)
                     self.state["global_step"] += 1
                     step = self.state["global_step"]
+                    if step == self.head_only_steps:
+                        self._hold_encoders()
                     if self.writer is not None and step % t.log_every_steps == 0:
                         self.writer.add_scalar("train/loss", running, step)
                         for g in self.optimizer.param_groups:

@@ -161,9 +161,14 @@ class Encoder(nn.Module):
             p.requires_grad_(True)
         self.frozen = False
 
+    def hold(self, held: bool = True) -> None:
+        """Pause training without touching ``requires_grad``: the forward builds no graph and runs in eval
+        mode, so the optimiser skips the parameters (their gradients stay None). For a head-only phase."""
+        self.held = held
+
     @property
     def is_frozen(self) -> bool:
-        return getattr(self, "frozen", False)
+        return getattr(self, "frozen", False) or getattr(self, "held", False)
 
     def train(self, mode: bool = True) -> Encoder:
         # A frozen encoder stays in eval mode: no dropout noise, no BatchNorm statistics drift.
