@@ -445,6 +445,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.rdrop_alpha: {t.rdrop_alpha} is negative; 0 turns R-Drop off")
     if t.ema_decay and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay: {t.ema_decay} is not in [0, 1); 0 turns the average off")
+    if not 0 <= t.head_only_epochs < t.epochs:
+        raise ConfigError(f"train.head_only_epochs: must be in [0, train.epochs) = [0, {t.epochs}) (0 turns the "
+                          f"head-only phase off), got {t.head_only_epochs}")
     if t.supcon_weight < 0:
         raise ConfigError(f"train.supcon_weight: must be >= 0 (0 turns it off), got {t.supcon_weight}")
     if t.l2_penalty < 0:

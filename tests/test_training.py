@@ -343,8 +343,9 @@ def test_head_only_epochs_fit_the_head_on_untouched_encoders_then_train_everythi
         killed.fit()
     train(None, resume=tmp_path / "killed")
     assert _history(tmp_path / "killed") == _history(tmp_path / "straight")
-    with pytest.raises(ValueError, match="train.head_only_epochs"):
-        Trainer(tiny_config(demo_tree, ("text",), train__epochs=2, train__head_only_epochs=2), run_dir=tmp_path / "bad")
+    for bad in (2, -1):
+        with pytest.raises(ConfigError, match="train.head_only_epochs"):
+            tiny_config(demo_tree, ("text",), train__epochs=2, train__head_only_epochs=bad)
 
 
 def test_early_stopping_tensorboard_and_metrics_jsonl(demo_tree, tmp_path):

@@ -7,13 +7,15 @@ everything, moves the features less than fine-tuning under a random head does. T
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
-def schedule_shape(kind: str, warmup_ratio: float, total_steps: int):
+def schedule_shape(kind: str, warmup_ratio: float, total_steps: int) -> Callable[[int], float]:
     """The transformers schedule ``kind`` over ``total_steps`` steps, as a function of the step."""
     from transformers import get_scheduler
 

@@ -249,8 +249,6 @@ class Trainer:
         self.total_steps = steps_per_epoch * t.epochs
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
-        if t.head_only_epochs and not 0 < t.head_only_epochs < t.epochs:
-            raise ValueError(f"train.head_only_epochs must be between 0 and train.epochs ({t.epochs}), got {t.head_only_epochs}")
         if t.head_only_epochs and acc.num_processes > 1:
             raise ValueError("train.head_only_epochs is not supported in a distributed run yet: "
                              "the encoders' parameters would get no gradient on some steps")
