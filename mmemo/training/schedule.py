@@ -36,5 +36,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup_ratio: f
     def held(step: int) -> float:
         return 0.0 if step < held_steps else late(step - held_steps)
 
-    lambdas = [held if held_steps and g.get("name") in held_groups else everyone for g in optimizer.param_groups]
+    lambdas = [held if g.get("name") in held_groups else everyone for g in optimizer.param_groups]
     return LambdaLR(optimizer, lambdas)

@@ -253,7 +253,8 @@ class Trainer:
             raise ValueError("train.head_only_epochs is not supported in a distributed run yet: "
                              "the encoders' parameters would get no gradient on some steps")
         self.head_only_steps = steps_per_epoch * t.head_only_epochs
-        encoder_groups = {g["name"] for g in self.optimizer.param_groups if not g["name"].startswith("fusion_head")}
+        in_encoders = {id(p) for p in self.unwrapped.encoders.parameters()}
+        encoder_groups = {g["name"] for g in self.optimizer.param_groups if id(g["params"][0]) in in_encoders}
         self.scheduler = build_scheduler(self.optimizer, t.scheduler, t.warmup_ratio, self.total_steps,
                                          min(self.head_only_steps, self.total_steps - 1), encoder_groups)
         acc.register_for_checkpointing(self.scheduler)
