@@ -1,4 +1,4 @@
-"""The ``mmemo`` command: train, evaluate, ablate, predict, demo-data, models."""
+"""The ``mmemo`` command: train, adapt, evaluate, ablate, predict, demo-data, models."""
 
 from __future__ import annotations
 
@@ -47,6 +47,19 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     out = ablate(args.config, args.overrides, modalities=args.modalities, fusions=fusions, seeds=seeds, out_dir=args.out)
     print(f"\n{(out / 'results.md').read_text()}")
     print(f"ablation folder: {out} (results.csv, results.md, results.png, runs/)")
+    return 0
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from mmemo.config import load_config
+    from mmemo.training.adapt import adapt_text_encoder
+
+    config = load_config(args.config, args.overrides)
+    result = adapt_text_encoder(config, args.out, epochs=args.epochs, lr=args.lr, head_lr=args.head_lr,
+                                batch_size=args.batch_size, mask_prob=args.mask_prob, seed=args.seed)
+    print(f"adapted {result.source} on {result.examples} training inputs, {result.steps} steps in "
+          f"{result.time_s / 60:.1f} min ({result.cpu_s / 60:.1f} CPU min); masked-LM loss by epoch {result.loss_by_epoch}")
+    print(f"checkpoint folder: {result.out_dir} (train with model.encoders.text.checkpoint={result.out_dir})")
     return 0
 
 
@@ -163,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="seeds, comma-separated, e.g. 0,1,2 (default: the config's train.seed)")
     p.add_argument("--out", help="sweep folder (default: <output_dir>/ablation-<name>); rerun to resume")
     p.set_defaults(func=_cmd_ablate)
+
+    p = sub.add_parser("adapt", help="masked-LM training of the text encoder on the training split's text, before fine-tuning")
+    p.add_argument("config", help="YAML config whose data and text encoder are adapted, e.g. configs/meld/text_best.yaml")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.add_argument("--out", required=True, help="folder for the adapted checkpoint")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=5e-5, help="the encoder's learning rate")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="the masked-LM head's learning rate")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--mask-prob", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_adapt)
 
     p = sub.add_parser("evaluate", help="evaluate a run's dev-selected model on a split")
     p.add_argument("run", help="run folder (or saved model folder)")
