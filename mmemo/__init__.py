@@ -6,11 +6,13 @@ from mmemo.inference import EmotionRecognizer, InputError, Prediction
 from mmemo.labels import LabelSet, get_label_set
 from mmemo.models.model import EmotionModel, EmotionModelOutput
 from mmemo.registry import list_models
+from mmemo.training.adapt import AdaptResult, adapt_text_encoder
 from mmemo.training.trainer import TrainResult, evaluate, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptResult",
     "Config",
     "ConfigError",
     "EmotionModel",
@@ -21,6 +23,7 @@ __all__ = [
     "Prediction",
     "TrainResult",
     "ablate",
+    "adapt_text_encoder",
     "evaluate",
     "get_label_set",
     "list_models",

@@ -59,6 +59,7 @@ def test_adapt_learns_the_training_text_and_hf_text_loads_the_result(demo_tree, 
     assert result.loss_by_epoch[-1] < result.loss_by_epoch[0] - 0.5
     record = json.loads((out / "adapt.json").read_text())
     assert record["data"]["split"] == "train" and record["loss_by_epoch"] == result.loss_by_epoch
+    assert not out.with_name("adapted.tmp").exists()
 
     before, after = AutoModel.from_pretrained(tiny_bert), AutoModel.from_pretrained(out)
     changed = [n for n, p in after.named_parameters() if not torch.equal(p, dict(before.named_parameters())[n])]
@@ -85,6 +86,12 @@ def test_adapt_errors_name_the_key(demo_tree, tiny_bert, tmp_path, capsys):
         adapt_text_encoder(audio_only, tmp_path / "x", progress=False)
     with pytest.raises(ConfigError, match="--mask-prob"):
         adapt_text_encoder(_config(demo_tree, tiny_bert), tmp_path / "x", mask_prob=1.5, progress=False)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "model.safetensors").write_text("an earlier adaptation")
+    with pytest.raises(ConfigError, match="already exists"):
+        adapt_text_encoder(_config(demo_tree, tiny_bert), taken, progress=False)
+    assert (taken / "model.safetensors").read_text() == "an earlier adaptation"
     assert main(["adapt", "configs/demo.yaml", "model.modalities=[audio]", "--out", str(tmp_path / "x")]) == 2
     assert "no text encoder" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

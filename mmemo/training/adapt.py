@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,8 +40,8 @@ class AdaptResult:
 
 def _head_of(model: nn.Module) -> nn.Module | None:
     """The masked-LM head, when it is the one module beside the base model (BERT's ``cls``, RoBERTa's
-    ``lm_head``): then only the masked positions need the vocabulary projection, about half of a small
-    model's compute at full length."""
+    ``lm_head``): then only the masked positions need the vocabulary projection. Over every position it made
+    a MiniLM-L6 step 1.8x slower (1.27 s against 0.70 s for 32 x 56 tokens, forward and backward, 2 threads)."""
     others = [m for name, m in model.named_children() if name != model.base_model_prefix]
     return others[0] if len(others) == 1 else None
 
@@ -82,6 +83,9 @@ def adapt_text_encoder(config: Config, out_dir: str | Path, epochs: int = 1, lr:
         raise ConfigError("mmemo adapt: model.encoders.text.pretrained is false; adaptation continues pretrained weights")
     if epochs < 1:
         raise ConfigError(f"mmemo adapt: --epochs must be at least 1, got {epochs}")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"mmemo adapt: {out} already exists and is not empty; choose another --out or remove it")
     torch.manual_seed(seed)
     splits, _ = load_splits(config)
     processor = TextProcessor(text_config, config.data)
@@ -134,15 +138,20 @@ def adapt_text_encoder(config: Config, out_dir: str | Path, epochs: int = 1, lr:
         losses.append(round(total_loss / batches, 4))
         log.info("adapt epoch %d/%d: masked-LM loss %.3f", epoch + 1, epochs, losses[-1])
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_encoder(base.state_dict(), source, out)
-    processor.tokenizer.save_pretrained(out)
+    # Written beside the target and renamed into place: an interrupted save leaves no half checkpoint.
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_encoder(base.state_dict(), source, tmp)
+    processor.tokenizer.save_pretrained(tmp)
     result = AdaptResult(out, text_config.checkpoint, len(ids), epochs, step, losses, round(time.time() - start, 1),
                          round(time.process_time() - cpu_start, 1))
     record = {**asdict(result), "out_dir": str(out), "lr": lr, "head_lr": head_lr, "batch_size": batch_size,
               "mask_prob": mask_prob, "warmup_ratio": warmup_ratio, "seed": seed,
               "data": {"source": config.data.source, "root": config.data.root, "split": "train"},
               "text_encoder": asdict(text_config)}
-    (out / "adapt.json").write_text(json.dumps(record, indent=1, default=str))
+    (tmp / "adapt.json").write_text(json.dumps(record, indent=1, default=str))
+    if out.exists():
+        out.rmdir()  # empty, as checked before training
+    tmp.rename(out)
     return result
