@@ -55,7 +55,7 @@ def test_adapt_learns_the_training_text_and_hf_text_loads_the_result(demo_tree, 
     config = _config(demo_tree, tiny_bert)
     out = tmp_path / "adapted"
     result = adapt_text_encoder(config, out, epochs=4, lr=1e-3, head_lr=0.1, batch_size=4, seed=0, progress=False)
-    assert result.examples == 16 and result.steps == 4 * 4  # the 16 training utterances, dev and test unread
+    assert result.examples == 16 and result.steps == 4 * 4  # the 16 training utterances, dev and test unused
     assert result.loss_by_epoch[-1] < result.loss_by_epoch[0] - 0.5
     record = json.loads((out / "adapt.json").read_text())
     assert record["data"]["split"] == "train" and record["loss_by_epoch"] == result.loss_by_epoch
