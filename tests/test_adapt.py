@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -66,8 +67,7 @@ def test_adapt_learns_the_training_text_and_hf_text_loads_the_result(demo_tree, 
     assert "embeddings.word_embeddings.weight" in changed and any("layer.1." in n for n in changed)
     assert not any("pooler" in n for n in changed)  # what masked-LM training does not reach is the source's own
 
-    encoder = HFTextEncoder(config.model.encoders["text"].__class__(**{**vars(config.model.encoders["text"]),
-                                                                         "checkpoint": str(out)}))
+    encoder = HFTextEncoder(dataclasses.replace(config.model.encoders["text"], checkpoint=str(out)))
     assert torch.equal(encoder.model.embeddings.word_embeddings.weight, after.embeddings.word_embeddings.weight)
 
 

@@ -99,10 +99,10 @@ def adapt_text_encoder(config: Config, out_dir: str | Path, epochs: int = 1, lr:
     model.train()
     head = _head_of(model)
     base = model.base_model
-    head_params = [p for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
-    in_head = {id(p) for p in head_params}
-    # The decoder is tied to the input embeddings, which belong to the base model.
-    base_params = [p for p in model.parameters() if id(p) not in in_head]
+    base_params = list(base.parameters())
+    in_base = {id(p) for p in base_params}
+    # The decoder is tied to the input embeddings, which belong to the base model and train at its rate.
+    head_params = [p for p in model.parameters() if id(p) not in in_base]
     optimizer = torch.optim.AdamW([{"params": base_params, "lr": lr}, {"params": head_params, "lr": head_lr}],
                                   weight_decay=0.01)
     steps_per_epoch = math.ceil(len(ids) / batch_size)
