@@ -8,7 +8,7 @@ every 10 s.
 
     python scripts/bench/meld_text_screen.py CHECKPOINT DATA RUNS OUT JOBS SEEDS DEADLINE [SETTINGS]
     python scripts/bench/meld_text_screen.py /tmp/minilm ../shared/data/meld /tmp/screen screen.jsonl 10 10,11 230 base,random
-    python scripts/bench/meld_text_screen.py --summary scripts/bench/results/meld_text_gpu_screen.jsonl
+    python scripts/bench/meld_text_screen.py --summary scripts/bench/results/meld_text_gpu_screen*.jsonl
 
 Extra overrides for every run go in the environment variable ``SCREEN_EXTRA`` (space-separated).
 """
@@ -16,6 +16,7 @@ Extra overrides for every run go in the environment variable ``SCREEN_EXTRA`` (s
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 import threading
 import time
@@ -31,6 +32,7 @@ SETTINGS = {
     "base": [],
     "ls02": ["train.label_smoothing=0.2"],
     "warm02": ["train.warmup_ratio=0.2"],
+    "lswarm": ["train.label_smoothing=0.2", "train.warmup_ratio=0.2"],
     "ctx3": ["model.encoders.text.context_turns=3"],
     "drop03": ["model.fusion.dropout=0.3", "model.head_dropout=0.3"],
     "random": ["train.sampler=random"],
@@ -53,13 +55,15 @@ def aggregate(root: str, out: str) -> None:
     Path(out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
-def summary(path: str) -> dict:
-    """Per setting and column: the best epoch of each seed, then mean ± std over seeds."""
+def summary(paths: list[str]) -> dict:
+    """Per setting and column: the best epoch of each seed, then mean ± std over seeds; and each setting's
+    difference from ``base`` on the seeds both ran (paired, since a seed shares data order and initial head)."""
     runs = defaultdict(list)
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            runs[(r["setting"], r["seed"])].append(r)
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                runs[(r["setting"], r["seed"])].append(r)
     out: dict = {}
     for (name, seed), epochs in sorted(runs.items()):
         columns = [c for c in epochs[0] if c not in ("setting", "seed", "epoch", "time")]
@@ -75,12 +79,24 @@ def summary(path: str) -> dict:
         e["mean_std"] = {c: mean_std(v) for c, v in e["best"].items()}
         cells = "  ".join(f"{e['mean_std'][c]['mean']:6.2f} ± {e['mean_std'][c]['std']:4.2f}" for c in (kept, "raw"))
         print(f"{name:<8} {len(e['seeds']):>5}  {cells}   {', '.join(f'{v:.2f}' for v in e['best'][kept])}")
+    if "base" in out:
+        base = dict(zip(out["base"]["seeds"], out["base"]["best"][kept]))
+        print(f"\npaired with base ({kept}): mean difference ± standard error, seeds where the setting is higher")
+        for name, e in out.items():
+            diffs = [v - base[s] for s, v in zip(e["seeds"], e["best"][kept]) if s in base]
+            if name == "base" or len(diffs) < 2:
+                continue
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5
+            e["paired_with_base"] = {"seeds": len(diffs), "mean": round(statistics.fmean(diffs), 2),
+                                     "se": round(se, 2), "higher": sum(d > 0 for d in diffs)}
+            p = e["paired_with_base"]
+            print(f"{name:<8} {p['seeds']:>5}  {p['mean']:+6.2f} ± {p['se']:4.2f}   higher on {p['higher']} of {p['seeds']}")
     return out
 
 
 def main() -> None:
     if sys.argv[1] == "--summary":
-        summary(sys.argv[2])
+        summary(sys.argv[2:])
         return
     ckpt, data, root, out = sys.argv[1:5]
     jobs, seeds, deadline = int(sys.argv[5]), [int(s) for s in sys.argv[6].split(",")], float(sys.argv[7])
