@@ -41,7 +41,7 @@ class ManifestConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["meld", "manifest"] = "meld"
+    source: Literal["meld", "emorynlp", "manifest"] = "meld"
     root: str = "data/MELD.Raw"
     label_set: str = "meld7"
     labels: list[str] | None = None  # an explicit label list instead of a named label set
@@ -55,6 +55,11 @@ class DataConfig:
     num_workers: int = 0
     embedding_cache: bool = True  # frozen encoders: compute outputs once per example, read them from disk after
     cache_dir: str | None = None  # default: $MMEMO_CACHE_DIR, else ~/.cache/mmemo/embeddings
+    # Extra training corpora (multi-task), name -> that corpus's own data section. Its train split joins
+    # training with its labels as the target of a head of its own (model.aux_labels[name], filled in from its
+    # label set, weighted by train.aux_weight); the emotion head, selection and metrics see this corpus
+    # alone. Examples from the episodes of this corpus's dev and test splits are left out of it.
+    auxiliary: dict[str, DataConfig] = field(default_factory=dict)
 
 
 # The DataConfig fields that change what a processor makes of an example (part of an embedding-cache key).
@@ -405,6 +410,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return build_config(data, base_dir)
 
 
+def _validate_source(data: DataConfig, key: str) -> None:
+    if data.source == "manifest":
+        man = data.manifest
+        if not man.path and not man.paths:
+            raise ConfigError(f"{key}.manifest: set path (one table) or paths (one table per split)")
+        if man.path and man.paths:
+            raise ConfigError(f"{key}.manifest: set either path or paths, not both")
+        from mmemo.data.manifest import MANIFEST_FIELDS
+
+        for f in man.columns:
+            if f not in MANIFEST_FIELDS:
+                raise ConfigError(f"{key}.manifest.columns.{f}: unknown field; allowed: {', '.join(MANIFEST_FIELDS)}")
+
+
 def validate(config: Config) -> None:
     mods = config.model.modalities
     if not mods:
@@ -461,16 +480,22 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.supcon_temperature: must be > 0, got {t.supcon_temperature}")
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
-    if config.data.source == "manifest":
-        man = config.data.manifest
-        if not man.path and not man.paths:
-            raise ConfigError("data.manifest: set path (one table) or paths (one table per split)")
-        if man.path and man.paths:
-            raise ConfigError("data.manifest: set either path or paths, not both")
-        from mmemo.data.manifest import MANIFEST_FIELDS
+    _validate_source(config.data, "data")
+    for name, aux in config.data.auxiliary.items():
+        key = f"data.auxiliary.{name}"
+        if aux.auxiliary:
+            raise ConfigError(f"{key}.auxiliary: an auxiliary corpus cannot have auxiliary corpora of its own")
+        _validate_source(aux, key)
+        from mmemo.labels import get_label_set
 
-        for f in man.columns:
-            if f not in MANIFEST_FIELDS:
-                raise ConfigError(f"data.manifest.columns.{f}: unknown field; allowed: {', '.join(MANIFEST_FIELDS)}")
+        classes = list(get_label_set(aux.label_set, aux.labels).names)
+        given = config.model.aux_labels.get(name)
+        if given is not None and [c.strip().lower() for c in given] != [c.lower() for c in classes]:
+            raise ConfigError(f"model.aux_labels.{name}: {list(given)} differs from the label set of {key} ({classes}); "
+                              f"leave it out and it is filled in")
+        config.model.aux_labels[name] = classes
+    if config.data.auxiliary and t.sampler == "balanced":
+        raise ConfigError("train.sampler: balanced is not supported with data.auxiliary (its examples have no emotion "
+                          "label to balance); use random or length_bucketed")
     if config.train.select_on == "test":
         raise ConfigError("train.select_on: selecting on test is not allowed; use dev (or another held-in split)")

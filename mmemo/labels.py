@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+# The class index of a row without a label for a head (e.g. an auxiliary corpus's example, for the emotion
+# head): the losses skip it.
+IGNORE = -1
+
 LABEL_SETS: dict[str, tuple[str, ...]] = {
     # MELD's official index order (declare-lab/MELD README).
     "meld7": ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"),

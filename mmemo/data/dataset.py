@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from mmemo.data.examples import Example
 from mmemo.data.media import MediaError
-from mmemo.labels import LabelSet
+from mmemo.labels import IGNORE, LabelSet
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class EmotionDataset(Dataset):
             except MediaError as err:
                 inputs[modality] = None
                 issues.append(MediaIssue(ex.id, modality, err.path, err.reason, err.detail))
-        label = -1
+        label = IGNORE
         if self.label_set is not None and ex.label is not None:
             label = self.label_set.index(ex.label, where=ex.meta.get("source", ex.id))
         return {"index": index, "id": ex.id, "label": label, "inputs": inputs, "issues": issues}

@@ -7,6 +7,7 @@ from collections import Counter
 
 from mmemo.config import Config, DataConfig
 from mmemo.data.context import attach_context
+from mmemo.data.emorynlp import read_emorynlp
 from mmemo.data.examples import Example, Splits
 from mmemo.data.manifest import read_manifest
 from mmemo.data.meld import read_meld
@@ -24,6 +25,8 @@ def read_source(data: DataConfig) -> Splits:
     if data.source == "meld":
         column = data.label_column or ("Sentiment" if data.label_set == "meld_sentiment" else "Emotion")
         return read_meld(data.root, label_column=column)
+    if data.source == "emorynlp":
+        return read_emorynlp(data.root)
     if data.source == "manifest":
         m = data.manifest
         columns = dict(m.columns)
@@ -70,4 +73,36 @@ def load_splits(config: Config) -> tuple[Splits, LabelSet]:
         if data.max_examples is not None:
             examples = examples[: data.max_examples]
         out[name] = examples
+    held_out = {episode(ex) for name, examples in splits.splits.items() if name != "train" for ex in examples} - {None}
+    for name, aux in data.auxiliary.items():
+        out["train"] = out.get("train", []) + load_auxiliary(name, aux, held_out, past, future)
     return Splits(out), label_set
+
+
+def episode(ex: Example) -> tuple[int, int] | None:
+    """``(season, episode)`` of a *Friends* utterance (MELD, EmoryNLP), or None where the reader has none."""
+    try:
+        return int(ex.meta["season"]), int(ex.meta["episode"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def load_auxiliary(name: str, data: DataConfig, held_out: set, past: int, future: int) -> list[Example]:
+    """The train split of auxiliary corpus ``name`` (``data.auxiliary``), its labels moved to ``meta[name]``:
+    the target of that corpus's own head. Its examples carry no emotion label, so the emotion head's loss
+    skips them. Those from an episode in ``held_out`` (the main corpus's dev and test) are left out, so that
+    no scene the model is selected or tested on is trained on through the other corpus."""
+    where = f"data.auxiliary.{name}"
+    splits = read_source(data)
+    if "train" not in splits:
+        raise DataError(f"{where}: no train split (splits found: {', '.join(splits.names()) or 'none'})")
+    examples = apply_labels(splits["train"], label_set_from_config(data), data.label_map, f"train of {where}")
+    kept = [ex for ex in examples if episode(ex) not in held_out]
+    log.info("%s: %d training examples; %d left out from %d episodes of the main corpus's dev/test splits", where,
+             len(kept), len(examples) - len(kept), len({episode(ex) for ex in examples} & held_out))
+    for ex in kept:
+        ex.meta.update({name: ex.label, "corpus": name})
+        ex.label, ex.id = None, f"{name}/{ex.id}"
+        ex.dialogue_id = f"{name}/{ex.dialogue_id}" if ex.dialogue_id is not None else None
+    kept = attach_context(kept, past, future)
+    return kept[: data.max_examples] if data.max_examples is not None else kept

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmemo.config import TrainConfig
+from mmemo.labels import IGNORE
 
 
 def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
@@ -21,6 +22,14 @@ def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
     weights = torch.ones_like(counts_t)
     weights[seen] = counts_t[seen].sum() / (seen.sum() * counts_t[seen])
     return weights
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy over the rows with a label (target != IGNORE); 0, still in the graph, when none has one."""
+    if not bool((target != IGNORE).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE, label_smoothing=label_smoothing)
 
 
 class FocalLoss(nn.Module):
@@ -33,6 +42,11 @@ class FocalLoss(nn.Module):
         self.register_buffer("weight", weight if weight is not None else None, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        labelled = target != IGNORE
+        if not bool(labelled.all()):
+            if not bool(labelled.any()):
+                return logits.sum() * 0.0
+            logits, target = logits[labelled], target[labelled]
         logp = F.log_softmax(logits.float(), dim=-1)
         ce = F.nll_loss(logp, target, reduction="none") if not self.label_smoothing else F.cross_entropy(
             logits.float(), target, reduction="none", label_smoothing=self.label_smoothing)
@@ -52,7 +66,7 @@ class WeightedCrossEntropy(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = self.weight.to(logits.device) if self.weight is not None else None
-        return F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=self.label_smoothing)
+        return cross_entropy(logits, target, weight, self.label_smoothing)
 
 
 def build_criterion(config: TrainConfig, class_counts: Sequence[int]) -> nn.Module:

@@ -15,13 +15,13 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from mmemo.config import Config, ConfigError, load_config
@@ -30,10 +30,16 @@ from mmemo.data.dataset import Collator, EmotionDataset, MediaIssue, MediaReport
 from mmemo.data.examples import Example, Splits
 from mmemo.data.sources import load_splits
 from mmemo.data.tables import DataError
-from mmemo.labels import LabelSet
+from mmemo.labels import IGNORE, LabelSet
 from mmemo.models.encoders.base import fit_processors
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
-from mmemo.training.losses import build_criterion, stack_twice, supervised_contrastive, symmetric_kl
+from mmemo.training.losses import (
+    build_criterion,
+    cross_entropy,
+    stack_twice,
+    supervised_contrastive,
+    symmetric_kl,
+)
 from mmemo.training.metrics import compute_metrics, format_metrics, format_table, plot_confusion
 from mmemo.training.sampling import bucketed_order, text_length
 from mmemo.training.schedule import build_scheduler
@@ -88,13 +94,21 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
-def aux_label_indices(aux_labels: dict[str, list[str]], examples: list[Example]) -> dict[str, torch.Tensor]:
-    """Class index of each example for each extra target, read from ``example.meta[name]`` (case-insensitive)."""
+def aux_label_indices(aux_labels: dict[str, list[str]], examples: list[Example],
+                      corpora: Collection[str] = ()) -> dict[str, torch.Tensor]:
+    """Class index of each example for each extra target, read from ``example.meta[name]`` (case-insensitive).
+
+    A head of an auxiliary corpus (``corpora``, from ``data.auxiliary``) has a target on that corpus's examples
+    only, and every other head on the main corpus's only; the rest get IGNORE, which the loss skips.
+    """
     out = {}
     for name, classes in aux_labels.items():
         index = {c.strip().lower(): i for i, c in enumerate(classes)}
         targets = []
         for ex in examples:
+            if ex.meta.get("corpus") != (name if name in corpora else None):
+                targets.append(IGNORE)
+                continue
             value = ex.meta.get(name)
             key = str(value).strip().lower() if value is not None else None
             if key not in index:
@@ -223,10 +237,10 @@ class Trainer:
             self.processors = cache_frozen_encoders(self.model, processors, every_example, config, acc)
         self.collator = Collator(self.processors)
         train_examples = splits["train"]
-        counts = Counter(label_set.index(ex.label) for ex in train_examples)
+        counts = Counter(label_set.index(ex.label) for ex in train_examples if ex.label is not None)
         self.class_counts = [counts.get(i, 0) for i in range(len(label_set))]
         self.criterion = build_criterion(t, self.class_counts)
-        self.aux_targets = aux_label_indices(config.model.aux_labels, train_examples)
+        self.aux_targets = aux_label_indices(config.model.aux_labels, train_examples, config.data.auxiliary)
 
         weights = None
         if t.sampler == "balanced":
@@ -400,7 +414,8 @@ class Trainer:
         if t.rdrop_alpha:
             loss = loss + t.rdrop_alpha * symmetric_kl(*out.logits.chunk(2))
         if t.supcon_weight:
-            loss = loss + t.supcon_weight * supervised_contrastive(out.fused, args[2], t.supcon_temperature)
+            labelled = args[2] != IGNORE
+            loss = loss + t.supcon_weight * supervised_contrastive(out.fused[labelled], args[2][labelled], t.supcon_temperature)
         if t.l2_penalty:
             matrices = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
             loss = loss + t.l2_penalty / 2 * sum(p.float().pow(2).sum() for p in matrices)
@@ -410,7 +425,7 @@ class Trainer:
                 target = self.aux_targets[name][rows].to(logits.device)
                 if t.rdrop_alpha:
                     target = stack_twice(target)
-                loss = loss + t.aux_weight * F.cross_entropy(logits.float(), target, label_smoothing=t.label_smoothing)
+                loss = loss + t.aux_weight * cross_entropy(logits, target, label_smoothing=t.label_smoothing)
         return loss
 
     def _hold_encoders(self) -> None:
