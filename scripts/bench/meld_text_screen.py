@@ -37,12 +37,16 @@ SETTINGS = {
     "drop03": ["model.fusion.dropout=0.3", "model.head_dropout=0.3"],
     "random": ["train.sampler=random"],
     "wd01": ["train.weight_decay=0.1"],
+    # EmoryNLP's train split as a second task with its own head; $SHARED is the folder that holds DATA
+    "emory": ["data.auxiliary={emorynlp: {source: emorynlp, root: $SHARED/emorynlp, label_set: emorynlp7}}"],
 }
 
 
 def task(name: str, seed: int, ckpt: str, data: str, root: str, threads: int) -> tuple[str, int]:
     overrides = [f"data.root={data}", "train.progress=false", "train.precision=no",
-                 f"model.encoders.text.checkpoint={ckpt}", *SETTINGS[name], *os.environ.get("SCREEN_EXTRA", "").split()]
+                 f"model.encoders.text.checkpoint={ckpt}", *(o.replace("$SHARED", str(Path(data).resolve().parent))
+                                                             for o in SETTINGS[name]),
+                 *os.environ.get("SCREEN_EXTRA", "").split()]
     run_seed(CONFIG, overrides, DECAYS, seed, f"{root}/{name}/seed{seed}", threads)
     return name, seed
 
