@@ -58,7 +58,8 @@ class DataConfig:
     # Extra training corpora (multi-task), name -> that corpus's own data section. Its train split joins
     # training with its labels as the target of a head of its own (model.aux_labels[name], filled in from its
     # label set, weighted by train.aux_weight); the emotion head, selection and metrics see this corpus
-    # alone. Examples from the episodes of this corpus's dev and test splits are left out of it.
+    # alone. Examples from an episode of this corpus's dev or test split are left out of it (where both readers
+    # give season and episode, as MELD's and EmoryNLP's do).
     auxiliary: dict[str, DataConfig] = field(default_factory=dict)
 
 
