@@ -361,11 +361,12 @@ def build_config(data: dict, base_dir: Path | None = None) -> Config:
     config = from_dict(Config, data)
     validate(config)
     if base_dir is not None:
-        config.data.root = _resolve_path(config.data.root, base_dir)
-        m = config.data.manifest
-        if m.path:
-            m.path = _resolve_path(m.path, base_dir)
-        m.paths = {k: _resolve_path(v, base_dir) for k, v in m.paths.items()}
+        for d in (config.data, *config.data.auxiliary.values()):
+            d.root = _resolve_path(d.root, base_dir)
+            m = d.manifest
+            if m.path:
+                m.path = _resolve_path(m.path, base_dir)
+            m.paths = {k: _resolve_path(v, base_dir) for k, v in m.paths.items()}
     return config
 
 

@@ -98,6 +98,17 @@ def test_auxiliary_corpus_joins_train_without_the_episodes_of_dev_and_test(demo_
     assert [len(splits[s]) for s in ("dev", "test")] == [len(dev), len(test)]  # selection and test untouched
 
 
+def test_auxiliary_paths_in_a_config_file_are_relative_to_its_folder(tmp_path):
+    write_emorynlp(tmp_path / "data" / "emory", {"train": scene(1, 1, 1, 2)})
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "aux.yaml"
+    path.write_text("data:\n  source: meld\n  root: ../data/meld\n"
+                    "  auxiliary:\n    emorynlp: {source: emorynlp, root: ../data/emory, label_set: emorynlp7}\n")
+    config = load_config(path)
+    assert config.data.auxiliary["emorynlp"].root == str(tmp_path / "configs" / ".." / "data" / "emory")
+    assert len(read_emorynlp(config.data.auxiliary["emorynlp"].root)["train"]) == 2
+
+
 def test_auxiliary_config_errors_name_the_key(demo_tree, tmp_path):
     root = write_emorynlp(tmp_path / "emory", {"train": scene(1, 1, 1, 2)})
     with pytest.raises(ConfigError, match="data.auxiliary.emorynlp.auxiliary: an auxiliary corpus cannot"):
