@@ -487,6 +487,8 @@ def validate(config: Config) -> None:
         key = f"data.auxiliary.{name}"
         if aux.auxiliary:
             raise ConfigError(f"{key}.auxiliary: an auxiliary corpus cannot have auxiliary corpora of its own")
+        if name in ("source", "split", "corpus"):
+            raise ConfigError(f"{key}: '{name}' is a field every example carries; name the corpus otherwise")
         _validate_source(aux, key)
         from mmemo.labels import get_label_set
 

@@ -115,6 +115,8 @@ def test_auxiliary_config_errors_name_the_key(demo_tree, tmp_path):
         aux_config(demo_tree, root, data__auxiliary__emorynlp__auxiliary={"x": {"source": "meld"}})
     with pytest.raises(ConfigError, match=r"model.aux_labels.emorynlp: \['a', 'b'\] differs from the label set"):
         aux_config(demo_tree, root, model__aux_labels={"emorynlp": ["a", "b"]})
+    with pytest.raises(ConfigError, match="data.auxiliary.split: 'split' is a field every example carries"):
+        tiny_config(demo_tree, ("text",), data__auxiliary={"split": {"source": "emorynlp", "root": str(root)}})
     with pytest.raises(ConfigError, match="train.sampler: balanced is not supported with data.auxiliary"):
         aux_config(demo_tree, root, train__sampler="balanced")
     with pytest.raises(ConfigError, match="data.auxiliary.extra.manifest: set path"):
