@@ -73,7 +73,9 @@ def load_splits(config: Config) -> tuple[Splits, LabelSet]:
         if data.max_examples is not None:
             examples = examples[: data.max_examples]
         out[name] = examples
-    held_out = {episode(ex) for name, examples in splits.splits.items() if name != "train" for ex in examples} - {None}
+    if data.auxiliary:
+        held_out = {episode(ex) for name, examples in splits.splits.items() if name != "train" for ex in examples}
+        held_out.discard(None)
     for name, aux in data.auxiliary.items():
         out["train"] = out.get("train", []) + load_auxiliary(name, aux, held_out, past, future)
     return Splits(out), label_set

@@ -2,7 +2,8 @@
 encoder on the training split's own text, as the encoder will read it (dialogue context, speaker names),
 before it is fine-tuned. It writes a checkpoint folder that ``model.encoders.text.checkpoint`` can name.
 
-Only the training split's text is trained on: dev and test text stay unseen by the model, so selection on dev stays honest.
+Only the training split's text is trained on: the model never sees dev and test text, so selection on dev
+stays honest.
 """
 
 from __future__ import annotations

@@ -24,12 +24,21 @@ def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
     return weights
 
 
+def labelled_rows(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The rows with a label (target != IGNORE), or None when no row has one."""
+    labelled = target != IGNORE
+    if bool(labelled.all()):
+        return logits, target
+    return (logits[labelled], target[labelled]) if bool(labelled.any()) else None
+
+
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
                   label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy over the rows with a label (target != IGNORE); 0, still in the graph, when none has one."""
-    if not bool((target != IGNORE).any()):
+    """Cross-entropy over the rows with a label; 0, still in the graph, when none has one."""
+    rows = labelled_rows(logits, target)
+    if rows is None:
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE, label_smoothing=label_smoothing)
+    return F.cross_entropy(rows[0].float(), rows[1], weight=weight, label_smoothing=label_smoothing)
 
 
 class FocalLoss(nn.Module):
@@ -42,11 +51,10 @@ class FocalLoss(nn.Module):
         self.register_buffer("weight", weight if weight is not None else None, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        labelled = target != IGNORE
-        if not bool(labelled.all()):
-            if not bool(labelled.any()):
-                return logits.sum() * 0.0
-            logits, target = logits[labelled], target[labelled]
+        rows = labelled_rows(logits, target)
+        if rows is None:
+            return logits.sum() * 0.0
+        logits, target = rows
         logp = F.log_softmax(logits.float(), dim=-1)
         ce = F.nll_loss(logp, target, reduction="none") if not self.label_smoothing else F.cross_entropy(
             logits.float(), target, reduction="none", label_smoothing=self.label_smoothing)

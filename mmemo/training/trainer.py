@@ -104,9 +104,10 @@ def aux_label_indices(aux_labels: dict[str, list[str]], examples: list[Example],
     out = {}
     for name, classes in aux_labels.items():
         index = {c.strip().lower(): i for i, c in enumerate(classes)}
+        owner = name if name in corpora else None  # the corpus whose examples carry this target (None: the main one)
         targets = []
         for ex in examples:
-            if ex.meta.get("corpus") != (name if name in corpora else None):
+            if ex.meta.get("corpus") != owner:
                 targets.append(IGNORE)
                 continue
             value = ex.meta.get(name)
