@@ -4,6 +4,7 @@ and peak memory, beside what plain tools reach (shared/ANCHORS.md).
 
     python scripts/bench/meld_text.py                                 # configs/meld/text_best.yaml, seeds 0 1 2
     python scripts/bench/meld_text.py --seeds 0 train.epochs=1        # a cheap tuning run
+    python scripts/bench/meld_text.py --collect runs/bench/a/seed0 runs/bench/b/seed3   # one table from finished runs
 
 Wall time depends on what else the machine runs; CPU time (all threads of the run) is reported beside it.
 """
@@ -11,6 +12,7 @@ Wall time depends on what else the machine runs; CPU time (all threads of the ru
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +49,23 @@ def run_seed(config_path: str, overrides: list[str], seed: int, run_dir: str, th
     }
 
 
+def read_run(run_dir: Path) -> dict:
+    """A finished run folder as ``run_seed`` reports it, from its own log: so that seeds trained at different
+    times (or by ``meld_text_ema.py``) make one table. Its CPU time and peak memory were not logged."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (has this run finished an epoch?)")
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    history = [h for h in history if h.get("split") == "dev"]
+    selected = [h for h in history if h["best"]][-1]
+    return {
+        "seed": load_config(run_dir / "config.yaml").train.seed, "best_epoch": selected["epoch"], "run_dir": str(run_dir),
+        **{k: selected[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n")},
+        "dev_weighted_f1_by_epoch": [h["weighted_f1"] for h in history],
+        "train_minutes": round(history[-1]["time_s"] / 60, 1), "cpu_minutes": None, "peak_rss_mb": None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED_DATA / "meld"), help="folder with train_sent_emo.csv, dev_sent_emo.csv")
@@ -56,36 +75,45 @@ def main() -> None:
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench" / "meld_text"), help="run folders go here")
     parser.add_argument("--out", default=str(RESULTS / "meld_text.json"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads per seed")
+    parser.add_argument("--collect", nargs="+", type=Path, help="train nothing; read these finished run folders")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args()
     overrides = [f"data.root={args.data}", "train.progress=false", *args.overrides]
 
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
-        futures = [pool.submit(run_seed, args.config, overrides, seed, str(Path(args.runs) / f"seed{seed}"), args.threads)
-                   for seed in args.seeds]
-        runs = [f.result() for f in futures]
+    if args.collect:
+        runs = [read_run(d) for d in args.collect]
+        args.config = str(args.collect[0] / "config.yaml")
+    else:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+            futures = [pool.submit(run_seed, args.config, overrides, seed, str(Path(args.runs) / f"seed{seed}"), args.threads)
+                       for seed in args.seeds]
+            runs = [f.result() for f in futures]
     for r in runs:
         print(f"seed {r['seed']}: dev weighted F1 by epoch {r['dev_weighted_f1_by_epoch']}")
 
     labels = list(runs[0]["per_class_f1"])
-    summary = {k: mean_std([r[k] for r in runs]) for k in ("weighted_f1", "accuracy", "macro_f1", "train_minutes", "cpu_minutes")}
+    summary = {k: mean_std([r[k] for r in runs]) for k in ("weighted_f1", "accuracy", "macro_f1", "train_minutes")}
+    cpu, peak = [r["cpu_minutes"] for r in runs if r["cpu_minutes"] is not None], [r["peak_rss_mb"] for r in runs if r["peak_rss_mb"]]
+    summary["cpu_minutes"] = mean_std(cpu) if cpu else None
     summary["per_class_f1"] = {c: mean_std([r["per_class_f1"][c] for r in runs]) for c in labels}
-    summary["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    summary["peak_rss_mb"] = max(peak) if peak else None
 
     print(f"\nMELD dev (n={runs[0]['n']}), all-MiniLM-L6-v2, {args.config} {' '.join(args.overrides)}")
     print(f"{'seed':>4} {'epoch':>5} {'W-F1':>6} {'acc':>6} {'M-F1':>6} {'wall min':>8} {'CPU min':>8} {'peak MB':>8}")
     for r in runs:
+        cpu, peak = (f"{r[k]:8.0f}" if r[k] is not None else f"{'-':>8}" for k in ("cpu_minutes", "peak_rss_mb"))
         print(f"{r['seed']:>4} {r['best_epoch']:>5} {r['weighted_f1']:6.2f} {r['accuracy']:6.2f} {r['macro_f1']:6.2f} "
-              f"{r['train_minutes']:8.1f} {r['cpu_minutes']:8.1f} {r['peak_rss_mb']:8.0f}")
+              f"{r['train_minutes']:8.1f} {cpu} {peak}")
+    cpu = f", {fmt(summary['cpu_minutes'])} CPU min" if summary["cpu_minutes"] else ""
     print(f"mean ± std: W-F1 {fmt(summary['weighted_f1'], 2)}  acc {fmt(summary['accuracy'])}  "
-          f"macro-F1 {fmt(summary['macro_f1'])}  ({fmt(summary['train_minutes'])} wall min, "
-          f"{fmt(summary['cpu_minutes'])} CPU min per run)")
+          f"macro-F1 {fmt(summary['macro_f1'])}  ({fmt(summary['train_minutes'])} wall min{cpu} per run)")
     print("per-class F1: " + "  ".join(f"{c} {fmt(summary['per_class_f1'][c])}" for c in labels))
     print("\nanchors (dev W-F1, shared/ANCHORS.md):")
     for name, value in ANCHORS.items():
         print(f"  {value:5.1f}  {name}")
+    config = load_config(args.config, [] if args.collect else overrides).to_dict()
     path = write_json(args.out, {"benchmark": "meld_text", "data": args.data, "jobs": args.jobs, "threads": args.threads,
-                                 "config": load_config(args.config, overrides).to_dict(), "overrides": args.overrides,
+                                 "config": config, "overrides": args.overrides, "collected": bool(args.collect),
                                  "runs": runs, "summary": summary, "anchors_dev_weighted_f1": ANCHORS})
     print(f"\nwrote {path}")
 
