@@ -76,8 +76,8 @@ def load_splits(config: Config) -> tuple[Splits, LabelSet]:
     if data.auxiliary:
         held_out = {episode(ex) for name, examples in splits.splits.items() if name != "train" for ex in examples}
         held_out.discard(None)
-    for name, aux in data.auxiliary.items():
-        out["train"] = out.get("train", []) + load_auxiliary(name, aux, held_out, past, future)
+        for name, aux in data.auxiliary.items():
+            out["train"] = out.get("train", []) + load_auxiliary(name, aux, held_out, past, future)
     return Splits(out), label_set
 
 

@@ -46,6 +46,16 @@ def environment() -> dict[str, str | int]:
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
 
 
+def dev_history(run_dir: Path) -> tuple[list[dict], dict]:
+    """A finished run's dev evaluations from its ``metrics.jsonl``, and the one the trainer selected last."""
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if not metrics.exists():
+        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (has this run finished an epoch?)")
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    history = [h for h in history if h.get("split") == "dev"]
+    return history, [h for h in history if h["best"]][-1]
+
+
 def write_json(path: str | Path, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,14 +12,13 @@ Wall time depends on what else the machine runs; CPU time (all threads of the ru
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from common import REPO, RESULTS, SHARED_DATA, fmt, mean_std, peak_rss_mb, write_json
+from common import REPO, RESULTS, SHARED_DATA, dev_history, fmt, mean_std, peak_rss_mb, write_json
 
 from mmemo import load_config, train
 
@@ -52,12 +51,7 @@ def run_seed(config_path: str, overrides: list[str], seed: int, run_dir: str, th
 def read_run(run_dir: Path) -> dict:
     """A finished run folder as ``run_seed`` reports it, from its own log: so that seeds trained at different
     times (or by ``meld_text_ema.py``) make one table. Its CPU time and peak memory were not logged."""
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.exists():
-        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (has this run finished an epoch?)")
-    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    history = [h for h in history if h.get("split") == "dev"]
-    selected = [h for h in history if h["best"]][-1]
+    history, selected = dev_history(run_dir)
     return {
         "seed": load_config(run_dir / "config.yaml").train.seed, "best_epoch": selected["epoch"], "run_dir": str(run_dir),
         **{k: selected[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1", "n")},
@@ -112,7 +106,7 @@ def main() -> None:
     for name, value in ANCHORS.items():
         print(f"  {value:5.1f}  {name}")
     config = load_config(args.config, [] if args.collect else overrides).to_dict()
-    path = write_json(args.out, {"benchmark": "meld_text", "data": args.data, "jobs": args.jobs, "threads": args.threads,
+    path = write_json(args.out, {"benchmark": "meld_text", "data": config["data"]["root"], "jobs": args.jobs, "threads": args.threads,
                                  "config": config, "overrides": args.overrides, "collected": bool(args.collect),
                                  "runs": runs, "summary": summary, "anchors_dev_weighted_f1": ANCHORS})
     print(f"\nwrote {path}")

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from common import REPO, RESULTS, SHARED_DATA, fmt, mean_std, write_json
+from common import REPO, RESULTS, SHARED_DATA, dev_history, fmt, mean_std, write_json
 
 from mmemo import load_config
 
@@ -78,8 +78,7 @@ def collect(run_dirs: list[Path]) -> dict:
         train_config = load_config(run_dir / "config.yaml").train
         columns = [k for k in epochs[0] if k not in ("epoch", "time")]
         # The average the trainer kept: every metric of its selected epoch, from the run's own log.
-        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        selected = [h for h in history if h["best"]][-1]
+        _, selected = dev_history(run_dir)
         kept = {"ema_decay": train_config.ema_decay, "epoch": selected["epoch"],
                 **{k: selected[k] for k in ("weighted_f1", "accuracy", "macro_f1", "per_class_f1")}}
         runs.append({"seed": train_config.seed, "run_dir": str(run_dir), "epochs": len(epochs),
