@@ -106,7 +106,9 @@ def main() -> None:
     for name, value in ANCHORS.items():
         print(f"  {value:5.1f}  {name}")
     config = load_config(args.config, [] if args.collect else overrides).to_dict()
-    path = write_json(args.out, {"benchmark": "meld_text", "data": config["data"]["root"], "jobs": args.jobs, "threads": args.threads,
+    # Collected runs were trained by other commands: this one's --jobs and --threads say nothing about them.
+    jobs, threads = (None, None) if args.collect else (args.jobs, args.threads)
+    path = write_json(args.out, {"benchmark": "meld_text", "data": config["data"]["root"], "jobs": jobs, "threads": threads,
                                  "config": config, "overrides": args.overrides, "collected": bool(args.collect),
                                  "runs": runs, "summary": summary, "anchors_dev_weighted_f1": ANCHORS})
     print(f"\nwrote {path}")
