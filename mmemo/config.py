@@ -61,6 +61,10 @@ class DataConfig:
     # alone. Examples from an episode of this corpus's dev or test split are left out of it (where both readers
     # give season and episode, as MELD's and EmoryNLP's do).
     auxiliary: dict[str, DataConfig] = field(default_factory=dict)
+    # Auxiliary corpora only: this corpus's label -> the main corpus's label. Its examples with one of these
+    # labels also train the emotion head with the mapped label (besides their own head); the others train
+    # their own head only. Empty: none do.
+    main_label_map: dict[str, str] = field(default_factory=dict)
 
 
 # The DataConfig fields that change what a processor makes of an example (part of an embedding-cache key).
@@ -483,6 +487,9 @@ def validate(config: Config) -> None:
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
     _validate_source(config.data, "data")
+    if config.data.main_label_map:
+        raise ConfigError("data.main_label_map: only an auxiliary corpus (data.auxiliary.NAME) maps its labels onto "
+                          "the main corpus's")
     for name, aux in config.data.auxiliary.items():
         key = f"data.auxiliary.{name}"
         if aux.auxiliary:
@@ -498,6 +505,13 @@ def validate(config: Config) -> None:
             raise ConfigError(f"model.aux_labels.{name}: {list(given)} differs from the label set of {key} ({classes}); "
                               f"leave it out and it is filled in")
         config.model.aux_labels[name] = classes
+        main_classes = {c.lower() for c in get_label_set(config.data.label_set, config.data.labels).names}
+        for own, main in aux.main_label_map.items():
+            if str(own).strip().lower() not in {c.lower() for c in classes}:
+                raise ConfigError(f"{key}.main_label_map: {own!r} is not a label of {key} ({classes})")
+            if str(main).strip().lower() not in main_classes:
+                raise ConfigError(f"{key}.main_label_map.{own}: {main!r} is not a label of the main corpus "
+                                  f"({sorted(main_classes)})")
     if config.data.auxiliary and t.sampler == "balanced":
         raise ConfigError("train.sampler: balanced is not supported with data.auxiliary (its examples have no emotion "
                           "label to balance); use random or length_bucketed")

@@ -128,6 +128,33 @@ def test_auxiliary_config_errors_name_the_key(demo_tree, tmp_path):
         load_splits(config)
 
 
+def test_main_label_map_gives_mapped_auxiliary_rows_an_emotion_label_too(demo_tree, tmp_path):
+    held = {episode(ex) for split in ("dev", "test") for ex in read_meld_csv(demo_tree / f"{split}_sent_emo.csv", split, None)}
+    free = next((s, e) for s in range(1, 10) for e in range(1, 25) if (s, e) not in held)
+    root = write_emorynlp(tmp_path / "emory", {"train": scene(*free, 1, 8)})
+    config = aux_config(demo_tree, root, train__epochs=1, train__eval_test=False, train__batch_size=4,
+                        data__auxiliary__emorynlp__main_label_map={"Joyful": "joy", "mad": "Anger", "Scared": "fear"})
+    splits, _ = load_splits(config)
+    aux = [ex for ex in splits["train"] if ex.meta.get("corpus") == "emorynlp"]
+    assert [(ex.meta["emorynlp"], ex.label) for ex in aux[:4]] == [
+        ("joyful", "joy"), ("mad", "anger"), ("neutral", None), ("scared", "fear")]  # neutral is not in the map
+    trainer = Trainer(config, run_dir=tmp_path / "run")
+    main = [ex for ex in trainer.splits["train"] if "corpus" not in ex.meta]
+    counts = dict(zip(trainer.label_set.names, trainer.class_counts))
+    assert counts["fear"] == sum(ex.label == "fear" for ex in main) + 2  # two scared rows join the emotion head
+    assert counts["neutral"] == sum(ex.label == "neutral" for ex in main)
+    targets = trainer.aux_targets["emorynlp"]
+    assert all(t >= 0 for t, ex in zip(targets.tolist(), trainer.splits["train"]) if ex.meta.get("corpus"))
+
+    with pytest.raises(ConfigError, match=r"data.auxiliary.emorynlp.main_label_map: 'glad' is not a label of"):
+        aux_config(demo_tree, root, data__auxiliary__emorynlp__main_label_map={"glad": "joy"})
+    with pytest.raises(ConfigError, match=r"data.auxiliary.emorynlp.main_label_map.Powerful: 'pride' is not a label "
+                                          r"of the main corpus"):
+        aux_config(demo_tree, root, data__auxiliary__emorynlp__main_label_map={"Powerful": "pride"})
+    with pytest.raises(ConfigError, match=r"data.main_label_map: only an auxiliary corpus"):
+        tiny_config(demo_tree, ("text",), data__main_label_map={"joy": "joy"})
+
+
 def test_unlabelled_rows_add_nothing_to_the_losses():
     torch.manual_seed(0)
     logits = torch.randn(6, 4, requires_grad=True)

@@ -77,7 +77,7 @@ def load_splits(config: Config) -> tuple[Splits, LabelSet]:
         held_out = {episode(ex) for name, examples in splits.splits.items() if name != "train" for ex in examples}
         held_out.discard(None)
         for name, aux in data.auxiliary.items():
-            out["train"] = out.get("train", []) + load_auxiliary(name, aux, held_out, past, future)
+            out["train"] = out.get("train", []) + load_auxiliary(name, aux, held_out, past, future, label_set)
     return Splits(out), label_set
 
 
@@ -89,11 +89,13 @@ def episode(ex: Example) -> tuple[int, int] | None:
         return None
 
 
-def load_auxiliary(name: str, data: DataConfig, held_out: set, past: int, future: int) -> list[Example]:
+def load_auxiliary(name: str, data: DataConfig, held_out: set, past: int, future: int,
+                   main_labels: LabelSet | None = None) -> list[Example]:
     """The train split of auxiliary corpus ``name`` (``data.auxiliary``), its labels moved to ``meta[name]``:
     the target of that corpus's own head. Its examples carry no emotion label, so the emotion head's loss
-    skips them. Those from an episode in ``held_out`` (the main corpus's dev and test) are left out, so that
-    no scene the model is selected or tested on is trained on through the other corpus."""
+    skips them, except those whose label ``data.main_label_map`` maps onto one of ``main_labels``. Those from
+    an episode in ``held_out`` (the main corpus's dev and test) are left out, so that no scene the model is
+    selected or tested on is trained on through the other corpus."""
     where = f"data.auxiliary.{name}"
     splits = read_source(data)
     if "train" not in splits:
@@ -102,9 +104,14 @@ def load_auxiliary(name: str, data: DataConfig, held_out: set, past: int, future
     kept = [ex for ex in examples if episode(ex) not in held_out]
     log.info("%s: %d training examples; %d left out from %d episodes of the main corpus's dev/test splits", where,
              len(kept), len(examples) - len(kept), len({episode(ex) for ex in examples} & held_out))
+    to_main = {str(k).strip().lower(): v for k, v in data.main_label_map.items()}
+    if to_main and main_labels is None:
+        raise DataError(f"{where}.main_label_map: needs the main corpus's label set")
     for ex in kept:
         ex.meta.update({name: ex.label, "corpus": name})
-        ex.label, ex.id = None, f"{name}/{ex.id}"
+        main = to_main.get(str(ex.label).strip().lower())
+        ex.label = main_labels.names[main_labels.index(main, where=f"{where}.main_label_map")] if main else None
+        ex.id = f"{name}/{ex.id}"
         ex.dialogue_id = f"{name}/{ex.dialogue_id}" if ex.dialogue_id is not None else None
     kept = attach_context(kept, past, future)
     return kept[: data.max_examples] if data.max_examples is not None else kept
