@@ -5,6 +5,7 @@ and peak memory, beside what plain tools reach (shared/ANCHORS.md).
     python scripts/bench/meld_text.py                                 # configs/meld/text_best.yaml, seeds 0 1 2
     python scripts/bench/meld_text.py --seeds 0 train.epochs=1        # a cheap tuning run
     python scripts/bench/meld_text.py --collect runs/bench/a/seed0 runs/bench/b/seed3   # one table from finished runs
+    python scripts/bench/meld_text.py --collect results/a.json results/b.json          # ... or from their results
 
 Wall time depends on what else the machine runs; CPU time (all threads of the run) is reported beside it.
 """
@@ -12,6 +13,7 @@ Wall time depends on what else the machine runs; CPU time (all threads of the ru
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -60,6 +62,52 @@ def read_run(run_dir: Path) -> dict:
     }
 
 
+def read_collected(path: Path) -> tuple[list[dict], dict]:
+    """The runs and config of a finished run folder, or of a results JSON this script wrote: run folders stay on
+    the machine that trained them, while the JSON is committed, so seeds trained in different sessions can still
+    make one table."""
+    if path.is_dir():
+        return [read_run(path)], load_config(path / "config.yaml").to_dict()
+    try:
+        payload = json.loads(path.read_text())
+        return payload["runs"], payload["config"]
+    except (OSError, ValueError, KeyError) as err:
+        raise SystemExit(f"--collect {path}: neither a run folder nor a results JSON of meld_text.py ({err!r})") from err
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, leaving out those that differ between runs of one setting anyway."""
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        key = f"{prefix}{k}"
+        if key in ("name", "train.seed", "output_dir", "data.root") or (not a.get(k) and not b.get(k)):
+            continue  # a key added since with its empty default counts as the same
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += config_differences(a[k], b[k], f"{key}.")
+        elif a.get(k) != b.get(k):
+            out.append(key)
+    return out
+
+
+def collect(paths: list[Path]) -> tuple[list[dict], dict]:
+    """One table's runs from several sources. A seed that appears twice is an error; sources whose settings
+    differ are named, so that a table never mixes settings without saying so."""
+    runs, config, seen = [], None, {}
+    for path in paths:
+        found, found_config = read_collected(path)
+        if config is None:
+            config = found_config
+        elif differences := config_differences(config, found_config):
+            print(f"warning: {path} differs from {paths[0]} in {', '.join(differences)}")
+        for r in found:
+            if r["seed"] in seen:
+                raise SystemExit(f"--collect: seed {r['seed']} is in both {seen[r['seed']]} and {path}")
+            seen[r["seed"]] = path
+        runs += found
+    return runs, config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED_DATA / "meld"), help="folder with train_sent_emo.csv, dev_sent_emo.csv")
@@ -69,14 +117,15 @@ def main() -> None:
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench" / "meld_text"), help="run folders go here")
     parser.add_argument("--out", default=str(RESULTS / "meld_text.json"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads per seed")
-    parser.add_argument("--collect", nargs="+", type=Path, help="train nothing; read these finished run folders")
+    parser.add_argument("--collect", nargs="+", type=Path,
+                        help="train nothing; read these finished run folders or results JSONs of this script")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args()
     overrides = [f"data.root={args.data}", "train.progress=false", *args.overrides]
 
     if args.collect:
-        runs = [read_run(d) for d in args.collect]
-        args.config = str(args.collect[0] / "config.yaml")
+        runs, config = collect(args.collect)
+        args.config = str(args.collect[0])
     else:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
             futures = [pool.submit(run_seed, args.config, overrides, seed, str(Path(args.runs) / f"seed{seed}"), args.threads)
@@ -105,7 +154,8 @@ def main() -> None:
     print("\nanchors (dev W-F1, shared/ANCHORS.md):")
     for name, value in ANCHORS.items():
         print(f"  {value:5.1f}  {name}")
-    config = load_config(args.config, [] if args.collect else overrides).to_dict()
+    if not args.collect:
+        config = load_config(args.config, overrides).to_dict()
     # Collected runs were trained by other commands: this one's --jobs and --threads say nothing about them.
     jobs, threads = (None, None) if args.collect else (args.jobs, args.threads)
     path = write_json(args.out, {"benchmark": "meld_text", "data": config["data"]["root"], "jobs": jobs, "threads": threads,
