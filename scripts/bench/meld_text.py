@@ -127,6 +127,7 @@ def main() -> None:
         runs, config = collect(args.collect)
         args.config = str(args.collect[0])
     else:
+        config = load_config(args.config, overrides).to_dict()  # a bad override fails here, before any training
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
             futures = [pool.submit(run_seed, args.config, overrides, seed, str(Path(args.runs) / f"seed{seed}"), args.threads)
                        for seed in args.seeds]
@@ -154,8 +155,6 @@ def main() -> None:
     print("\nanchors (dev W-F1, shared/ANCHORS.md):")
     for name, value in ANCHORS.items():
         print(f"  {value:5.1f}  {name}")
-    if not args.collect:
-        config = load_config(args.config, overrides).to_dict()
     # Collected runs were trained by other commands: this one's --jobs and --threads say nothing about them.
     jobs, threads = (None, None) if args.collect else (args.jobs, args.threads)
     path = write_json(args.out, {"benchmark": "meld_text", "data": config["data"]["root"], "jobs": jobs, "threads": threads,
