@@ -100,6 +100,8 @@ def main() -> None:
         ids, labels, names, probs = read_probabilities(run)
         y = np.array([names.index(label) for label in labels])
         logp = np.log(np.clip(probs, 1e-4, None))
+        if not all("_utt" in i for i in ids):  # MELD's ids name their dialogue: split/dia{D}_utt{U}
+            raise SystemExit(f"{run}: dev ids are not MELD's split/dia{{D}}_utt{{U}}; the folds need each row's dialogue")
         groups = np.array([i.rsplit("_utt", 1)[0] for i in ids])
         argmax = weighted_f1(y, logp.argmax(1), len(names))
         row = {"argmax": round(argmax, 2)}
