@@ -123,6 +123,11 @@ class TrainConfig:
     # batch pulled together, at supcon_temperature) joins the loss. Training only; inference is unchanged.
     supcon_weight: float = 0.0
     supcon_temperature: float = 0.3
+    # > 0 (needs ema_decay): the moving average of the weights is a teacher. This weight times the mean squared
+    # error between the model's logits and the average's (eval mode, no gradient) joins the loss: self-distillation
+    # towards its own average (Xu et al. 2020, "Improving BERT fine-tuning via self-ensemble and
+    # self-distillation"). One more forward pass a step, about a third more compute.
+    distill_weight: float = 0.0
     # > 0: this coefficient times half the squared norm of every trainable weight matrix joins the loss. Unlike
     # AdamW's decoupled weight_decay, which barely moves weights in a few hundred steps, it is the L2 penalty of
     # a regularised logistic regression (scikit-learn's 1 / (C * n)), for small data and linear probes.
@@ -482,6 +487,10 @@ def validate(config: Config) -> None:
     for name, classes in config.model.aux_labels.items():
         if len(classes) < 2 or len({c.strip().lower() for c in classes}) != len(classes):
             raise ConfigError(f"model.aux_labels.{name}: needs two or more distinct class names, got {list(classes)}")
+    if t.distill_weight < 0:
+        raise ConfigError(f"train.distill_weight: must be >= 0 (0 turns it off), got {t.distill_weight}")
+    if t.distill_weight and not t.ema_decay:
+        raise ConfigError("train.distill_weight: the teacher is the moving average of the weights; set train.ema_decay")
     if t.supcon_temperature <= 0:
         raise ConfigError(f"train.supcon_temperature: must be > 0, got {t.supcon_temperature}")
     if not 0 <= t.warmup_ratio < 1:

@@ -473,6 +473,30 @@ def test_supcon_adds_the_contrastive_term_on_fused_embeddings_to_the_loss(demo_t
             tiny_config(demo_tree, ("text",), **{f"train__{key}": value})
 
 
+def test_distill_weight_pulls_the_logits_towards_the_moving_average(demo_tree, tmp_path):
+    config = tiny_config(demo_tree, ("text", "audio"), train__epochs=1, train__eval_test=False,
+                         data__max_examples=12, train__batch_size=8, train__ema_decay=0.9,
+                         train__distill_weight=2.0)
+    trainer = Trainer(config, run_dir=tmp_path / "distill")
+    with torch.no_grad():  # a teacher that differs from the model
+        for p in trainer.ema.module.head.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    batch = next(iter(trainer.train_loader))
+    loss, out = _loss_and_output_under_the_same_dropout(trainer, batch)
+    trainer.ema.module.eval()
+    with torch.no_grad():
+        teacher = trainer.ema.module(batch["inputs"], batch["present"]).logits
+    term = torch.nn.functional.mse_loss(out.logits, teacher)
+    assert term.item() > 1e-3
+    assert loss.item() == pytest.approx((out.loss + 2.0 * term).item(), rel=1e-5)
+    result = trainer.fit()  # and a whole run trains with it
+    assert math.isfinite(result.history[0]["train_loss"])
+    with pytest.raises(ConfigError, match="train.distill_weight"):
+        tiny_config(demo_tree, ("text",), train__distill_weight=-1.0, train__ema_decay=0.9)
+    with pytest.raises(ConfigError, match="train.ema_decay"):
+        tiny_config(demo_tree, ("text",), train__distill_weight=1.0)
+
+
 def test_l2_penalty_adds_half_the_squared_norm_of_the_trainable_weight_matrices(demo_tree, tmp_path):
     config = tiny_config(demo_tree, ("text",), train__epochs=1, train__eval_test=False, data__max_examples=8,
                          train__batch_size=4, train__l2_penalty=0.01)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from mmemo.config import Config, ConfigError, load_config
@@ -417,6 +418,11 @@ class Trainer:
         if t.supcon_weight:
             labelled = args[2] != IGNORE
             loss = loss + t.supcon_weight * supervised_contrastive(out.fused[labelled], args[2][labelled], t.supcon_temperature)
+        if t.distill_weight and self.ema is not None:
+            teacher = self.ema.module.eval()
+            with torch.no_grad():
+                target = teacher(*args[:2]).logits
+            loss = loss + t.distill_weight * F.mse_loss(out.logits.float(), target.float())
         if t.l2_penalty:
             matrices = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
             loss = loss + t.l2_penalty / 2 * sum(p.float().pow(2).sum() for p in matrices)
