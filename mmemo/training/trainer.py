@@ -418,7 +418,7 @@ class Trainer:
         if t.supcon_weight:
             labelled = args[2] != IGNORE
             loss = loss + t.supcon_weight * supervised_contrastive(out.fused[labelled], args[2][labelled], t.supcon_temperature)
-        if t.distill_weight and self.ema is not None:
+        if t.distill_weight:  # validate() makes sure train.ema_decay keeps an average
             teacher = self.ema.module.eval()
             with torch.no_grad():
                 target = teacher(*args[:2]).logits
