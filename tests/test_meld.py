@@ -225,6 +225,24 @@ def test_context_dropout_hides_the_whole_context_of_some_examples_in_training_on
         HFTextEncoder(from_dict(HFTextConfig, {**settings, "context_dropout": 1.0}))
 
 
+@pytest.mark.parametrize("ascii_punctuation", [False, True])
+def test_pool_speaker_name_false_pools_the_words_and_keeps_the_name_in_the_input(shared_data, ascii_punctuation):
+    from mmemo.models.encoders.text import HFTextConfig, TextProcessor
+
+    dev = attach_context(read_meld(shared_data / "meld")["dev"], past=2, future=1)[:300]
+    settings = {"context_turns": 2, "future_turns": 1, "max_length": 128, "ascii_punctuation": ascii_punctuation}
+    pooled, words = TextProcessor(HFTextConfig(**settings)), TextProcessor(HFTextConfig(**settings, pool_speaker_name=False))
+    for example in dev:
+        a, b = pooled(example), words(example)
+        assert torch.equal(a["input_ids"], b["input_ids"]), example.id  # the model reads the same tokens
+        name = pooled._ids(f"{example.speaker}:")
+        assert b["target_mask"].sum() == a["target_mask"].sum() - len(name), example.id
+        assert b["input_ids"][b["target_mask"]].tolist() == pooled._ids(example.text), example.id
+        assert not (b["target_mask"] & ~a["target_mask"]).any(), example.id
+    tight = TextProcessor(HFTextConfig(context_turns=2, max_length=4, pool_speaker_name=False))
+    assert tight(dev[0])["target_mask"].any()  # a budget that holds only the name still pools something
+
+
 @pytest.mark.parametrize("max_length", [12, 20, 32])
 def test_text_with_context_fits_max_length_and_keeps_the_target(shared_data, max_length):
     from mmemo.data.examples import Turn

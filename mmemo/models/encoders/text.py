@@ -33,6 +33,9 @@ class HFTextConfig(EncoderConfig):
     context_turns: int = 0  # previous utterances of the same dialogue
     future_turns: int = 0  # following utterances (only where the application has them)
     speaker_names: bool = True  # prefix each turn with "Speaker: "
+    # false: the target's "Speaker: " prefix is read by attention but left out of its mean, which then
+    # averages the utterance's own words (two of a four-token "Ross: Yeah." are otherwise the name)
+    pool_speaker_name: bool = True
     ascii_punctuation: bool = False  # ’ ‘ “ ” … as the ASCII the checkpoint mostly saw in pretraining
     target_segment: bool = False  # token type 1 on the target utterance, 0 on its context (BERT pair encoding)
     context_dropout: float = 0.0  # training only: the chance that an example's context is hidden from attention
@@ -70,6 +73,9 @@ class TextProcessor(Processor):
         self.bos = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
         self.sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        if not config.pool_speaker_name and not tok.is_fast:
+            raise ValueError(f"model.encoders.text.pool_speaker_name=false finds the name's tokens by their character "
+                             f"offsets, which {config.checkpoint}'s slow tokenizer does not give")
 
     def _format(self, turn: Turn) -> str:
         if self.config.speaker_names and turn.speaker and (self.config.context_turns or self.config.future_turns):
@@ -81,9 +87,24 @@ class TextProcessor(Processor):
             text = text.translate(ASCII_PUNCTUATION)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def _target_ids(self, text: str, speaker: str | None) -> tuple[list[int], int]:
+        """The target's token ids and how many of the first belong to its speaker prefix (0 when pooled)."""
+        formatted = self._format(Turn(speaker, text))
+        if self.config.pool_speaker_name or formatted == text:
+            return self._ids(formatted), 0
+        if self.config.ascii_punctuation:
+            formatted, text = formatted.translate(ASCII_PUNCTUATION), text.translate(ASCII_PUNCTUATION)
+        prefix_chars = len(formatted) - len(text)
+        encoded = self.tokenizer(formatted, add_special_tokens=False, return_offsets_mapping=True)
+        prefix = sum(1 for start, _ in encoded["offset_mapping"] if start < prefix_chars)
+        return encoded["input_ids"], prefix
+
     def encode(self, text: str, speaker: str | None = None, before: tuple[Turn, ...] = (), after: tuple[Turn, ...] = ()) -> dict[str, torch.Tensor]:
         budget = self.config.max_length - 2 - (1 if before else 0) - (1 if after else 0)
-        target = self._ids(self._format(Turn(speaker, text)))[: max(1, budget)]
+        target, prefix = self._target_ids(text, speaker)
+        target = target[: max(1, budget)]
+        if prefix >= len(target):  # the budget left nothing but the name: pool what there is
+            prefix = 0
         budget -= len(target)
         past: list[int] = []
         for turn in reversed(before):  # most recent first, until the budget is spent
@@ -104,7 +125,7 @@ class TextProcessor(Processor):
         ids = [self.bos]
         if past:
             ids += past + [self.sep]
-        start = len(ids)
+        start = len(ids) + prefix
         ids += target
         end = len(ids)
         ids += [self.sep]
