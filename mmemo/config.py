@@ -143,6 +143,9 @@ class TrainConfig:
     # length_bucketed: examples are sorted by length within pools of this many batches (then the batches
     # are shuffled); larger pools pad less and make each batch's lengths more alike
     bucket_pool_batches: int = 50
+    # length_bucketed: what "length" is: the utterance with its dialogue context (input), or the utterance
+    # alone (utterance), which groups short replies such as "Okay." together whatever their context
+    bucket_by: Literal["input", "utterance"] = "input"
     scheduler: Literal["constant", "linear", "cosine"] = "linear"
     # > 0: the first this many epochs (counted in epochs) train only the fusion module and the head, on the
     # encoders' features (LP-FT, Kumar et al. 2022); the encoders' warmup and decay start after them

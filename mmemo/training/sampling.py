@@ -20,6 +20,11 @@ def text_length(example: Example) -> int:
     return len(example.text or "") + sum(len(t.text) + len(t.speaker or "") for t in turns)
 
 
+def utterance_length(example: Example) -> int:
+    """Characters of the utterance alone, without its context."""
+    return len(example.text or "")
+
+
 def bucketed_order(lengths: Sequence[int] | torch.Tensor, batch_size: int, generator: torch.Generator,
                    pool_batches: int = 50) -> list[int]:
     """A permutation in which each consecutive block of ``batch_size`` indices has similar lengths.
