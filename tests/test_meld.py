@@ -269,3 +269,30 @@ def test_ascii_punctuation_gives_curly_quotes_the_tokens_of_straight_ones(shared
     assert all(ascii_._ids(e.text) == plain._ids(s) for e, s in zip(curly, straight))
     assert all(plain._ids(e.text) != plain._ids(s) for e, s in zip(curly, straight))
     assert ascii_._ids("Well\u2026 \u201cno\u201d \u2014 fine") == plain._ids('Well... "no" \u2014 fine')
+
+
+def test_pool_layers_pools_the_mean_of_the_last_layers(shared_data):
+    from mmemo.config import from_dict
+    from mmemo.models.encoders.base import masked_mean
+    from mmemo.models.encoders.text import HFTextConfig, HFTextEncoder, TextProcessor
+    from tests.conftest import TINY_TEXT
+
+    train = attach_context(read_meld(shared_data / "meld")["train"], past=1)
+    examples = [e for e in train if e.context_before][:3]
+    settings = {**TINY_TEXT, "max_length": 64, "context_turns": 1,
+                "model_overrides": {**TINY_TEXT["model_overrides"], "num_hidden_layers": 3}}
+    torch.manual_seed(0)
+    last = HFTextEncoder(from_dict(HFTextConfig, settings)).eval()
+    two = HFTextEncoder(from_dict(HFTextConfig, {**settings, "pool_layers": 2})).eval()
+    two.load_state_dict(last.state_dict())  # the same weights; only the pooling differs
+    processor = TextProcessor(last.config)
+    batch = processor.collate([processor(e) for e in examples])
+
+    states = last.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"].long(),
+                        output_hidden_states=True).hidden_states
+    torch.testing.assert_close(last(**batch).pooled, masked_mean(states[-1], batch["target_mask"]))
+    expected = masked_mean((states[-1] + states[-2]) / 2, batch["target_mask"])
+    torch.testing.assert_close(two(**batch).pooled, expected)
+    assert not torch.allclose(two(**batch).pooled, last(**batch).pooled)
+    with pytest.raises(ValueError, match="pool_layers must be in \\[1, 3\\]"):
+        HFTextEncoder(from_dict(HFTextConfig, {**settings, "pool_layers": 4}))

@@ -29,6 +29,9 @@ class HFTextConfig(EncoderConfig):
     # mean: the target utterance's tokens; cls: [CLS]; target_context: the target's mean and the mean of the
     # other tokens (its dialogue context), mixed by a learned Linear that starts as the target's mean alone
     pooling: Literal["mean", "cls", "target_context"] = "mean"
+    # > 1: pool the mean of the last this many layers' hidden states (COSMIC, Ghosal et al. 2020, averages
+    # RoBERTa's last four): lower layers keep more of the words themselves, and get a short gradient path
+    pool_layers: int = 1
     max_length: int = 128
     context_turns: int = 0  # previous utterances of the same dialogue
     future_turns: int = 0  # following utterances (only where the application has them)
@@ -166,6 +169,10 @@ class HFTextEncoder(Encoder):
             # only the rows of the words it contains, away from the unseen ones they were pretrained beside.
             self.model.get_input_embeddings().weight.requires_grad_(False)
         self.dim = self.model.config.hidden_size
+        layers = self.model.config.num_hidden_layers
+        if not 1 <= config.pool_layers <= layers:
+            raise ValueError(f"model.encoders.text.pool_layers must be in [1, {layers}] for {config.checkpoint} "
+                             f"({layers} layers), got {config.pool_layers}")
         if config.pooling == "target_context":
             # The target's tokens attend to the context, but six layers may carry little of a neighbour's
             # mood into them; this hands the head the context's own mean as well.
@@ -197,7 +204,11 @@ class HFTextEncoder(Encoder):
         if self.config.target_segment and target_mask is not None:
             # Which turn is classified, visible to attention itself and not only to the pooling.
             extra["token_type_ids"] = target_mask.long()
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), **extra).last_hidden_state
+        if self.config.pool_layers > 1:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), output_hidden_states=True, **extra)
+            hidden = torch.stack(out.hidden_states[-self.config.pool_layers:]).mean(0)
+        else:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), **extra).last_hidden_state
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
         elif self.config.pooling == "target_context":
