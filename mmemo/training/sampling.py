@@ -25,6 +25,10 @@ def utterance_length(example: Example) -> int:
     return len(example.text or "")
 
 
+# train.bucket_by: what a length-bucketed batch's examples are alike in
+BUCKET_LENGTHS = {"input": text_length, "utterance": utterance_length}
+
+
 def bucketed_order(lengths: Sequence[int] | torch.Tensor, batch_size: int, generator: torch.Generator,
                    pool_batches: int = 50) -> list[int]:
     """A permutation in which each consecutive block of ``batch_size`` indices has similar lengths.

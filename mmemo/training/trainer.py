@@ -42,7 +42,7 @@ from mmemo.training.losses import (
     symmetric_kl,
 )
 from mmemo.training.metrics import compute_metrics, format_metrics, format_table, plot_confusion
-from mmemo.training.sampling import bucketed_order, text_length, utterance_length
+from mmemo.training.sampling import BUCKET_LENGTHS, bucketed_order
 from mmemo.training.schedule import build_scheduler
 
 log = logging.getLogger("mmemo")
@@ -248,7 +248,7 @@ class Trainer:
         if t.sampler == "balanced":
             per_class = torch.tensor([1.0 / c if c else 0.0 for c in self.class_counts])
             weights = per_class[torch.tensor([label_set.index(ex.label) for ex in train_examples])]
-        length = text_length if t.bucket_by == "input" else utterance_length
+        length = BUCKET_LENGTHS[t.bucket_by]
         lengths = [length(ex) for ex in train_examples] if t.sampler == "length_bucketed" else None
         self.train_sampler = EpochSampler(len(train_examples), t.seed, weights, lengths, t.batch_size,
                                           t.bucket_pool_batches)

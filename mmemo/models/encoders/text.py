@@ -204,11 +204,9 @@ class HFTextEncoder(Encoder):
         if self.config.target_segment and target_mask is not None:
             # Which turn is classified, visible to attention itself and not only to the pooling.
             extra["token_type_ids"] = target_mask.long()
-        if self.config.pool_layers > 1:
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), output_hidden_states=True, **extra)
-            hidden = torch.stack(out.hidden_states[-self.config.pool_layers:]).mean(0)
-        else:
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), **extra).last_hidden_state
+        n = self.config.pool_layers
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), output_hidden_states=n > 1, **extra)
+        hidden = out.last_hidden_state if n == 1 else torch.stack(out.hidden_states[-n:]).mean(0)
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
         elif self.config.pooling == "target_context":
