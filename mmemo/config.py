@@ -132,6 +132,10 @@ class TrainConfig:
     # AdamW's decoupled weight_decay, which barely moves weights in a few hundred steps, it is the L2 penalty of
     # a regularised logistic regression (scikit-learn's 1 / (C * n)), for small data and linear probes.
     l2_penalty: float = 0.0
+    # > 0: FGM adversarial training (Miyato et al. 2017): after each backward pass the text encoder's token
+    # embeddings move by this L2 norm along their gradient, and the loss there joins the gradient. Twice the
+    # compute a step; 1.0 is the usual setting for BERT-size models.
+    adversarial_epsilon: float = 0.0
     # this weight times the cross-entropy of each model.aux_labels head joins the loss
     aux_weight: float = 0.5
     # auto: n / (C * count) from the train split; sqrt: its square root, a milder push towards rare classes
@@ -483,6 +487,8 @@ def validate(config: Config) -> None:
                           f"head-only phase off), got {t.head_only_epochs}")
     if t.supcon_weight < 0:
         raise ConfigError(f"train.supcon_weight: must be >= 0 (0 turns it off), got {t.supcon_weight}")
+    if t.adversarial_epsilon < 0:
+        raise ConfigError(f"train.adversarial_epsilon: must be >= 0 (0 turns it off), got {t.adversarial_epsilon}")
     if t.l2_penalty < 0:
         raise ConfigError(f"train.l2_penalty: must be >= 0 (0 turns it off), got {t.l2_penalty}")
     if t.aux_weight < 0:

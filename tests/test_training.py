@@ -20,6 +20,7 @@ from mmemo.data.tables import DataError
 from mmemo.labels import LabelError
 from mmemo.models.encoders.base import ModalityEmbedding
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
+from mmemo.training.adversarial import FastGradientMethod
 from mmemo.training.losses import (
     FocalLoss,
     balanced_class_weights,
@@ -509,6 +510,59 @@ def test_l2_penalty_adds_half_the_squared_norm_of_the_trainable_weight_matrices(
     assert loss.item() == pytest.approx(out.loss.item() + 0.005 * norm, rel=1e-5)
     with pytest.raises(ConfigError, match="train.l2_penalty"):
         tiny_config(demo_tree, ("text",), train__l2_penalty=-0.1)
+
+
+def test_fast_gradient_method_moves_embeddings_by_epsilon_along_their_gradient_and_puts_them_back():
+    weight = torch.nn.Parameter(torch.randn(10, 4))
+    fgm = FastGradientMethod([weight], epsilon=0.5)
+    original = weight.detach().clone()
+    with fgm.perturbed() as moved:  # no gradient yet: nothing to follow
+        assert not moved and torch.equal(weight, original)
+    (weight[[1, 3]] * torch.arange(8.0).view(2, 4)).sum().backward()
+    grad = weight.grad.clone()
+    with fgm.perturbed() as moved:
+        assert moved
+        delta = weight.detach() - original
+        assert torch.allclose(delta, 0.5 * grad / grad.norm(), atol=1e-6)
+        assert torch.linalg.vector_norm(delta).item() == pytest.approx(0.5, rel=1e-5)
+        assert torch.equal(delta[[0, 2, 4]], torch.zeros(3, 4))  # rows of tokens the batch lacks stay
+    assert torch.equal(weight, original)  # put back exactly, not by subtraction
+    with pytest.raises(ValueError, match="epsilon"):
+        FastGradientMethod([weight], 0.0)
+
+
+def test_adversarial_epsilon_adds_the_loss_at_the_worst_nearby_token_embeddings(demo_tree, tmp_path, monkeypatch):
+    config = tiny_config(demo_tree, ("text", "audio"), train__epochs=1, train__eval_test=False, data__max_examples=8,
+                         train__batch_size=4, train__adversarial_epsilon=1.0)
+    trainer = Trainer(config, run_dir=tmp_path / "fgm")
+    words = trainer.unwrapped.encoders["text"].model.get_input_embeddings().weight
+    assert trainer.fgm.embeddings == [words]  # the text encoder's token matrix, not the audio encoder's
+    batch = next(iter(trainer.train_loader))
+    trainer.model.train()
+    torch.manual_seed(3)
+    clean = trainer._training_loss(batch)
+    clean.backward()
+    original = words.detach().clone()
+    with trainer.fgm.perturbed() as moved:
+        assert moved
+        torch.manual_seed(3)  # the same dropout masks: only the embeddings differ
+        adversarial = trainer._training_loss(batch)
+        assert torch.linalg.vector_norm(words.detach() - original).item() == pytest.approx(1.0, rel=1e-4)
+    assert adversarial.item() > clean.item()  # a step up the loss surface
+    assert torch.equal(words, original)
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+    calls = []
+    loss_of = trainer._training_loss
+    monkeypatch.setattr(trainer, "_training_loss", lambda b: calls.append(1) or loss_of(b))
+    result = trainer.fit()  # each step: a clean and an adversarial pass
+    assert len(calls) == 2 * result.history[-1]["step"] and math.isfinite(result.history[0]["train_loss"])
+    with pytest.raises(ConfigError, match="train.adversarial_epsilon"):
+        tiny_config(demo_tree, ("text",), train__adversarial_epsilon=-1.0)
+    for modalities, extra in ((("audio",), {}), (("text",), {"model__encoders__text__freeze_token_embeddings": True})):
+        frozen = tiny_config(demo_tree, modalities, train__adversarial_epsilon=1.0, data__max_examples=8, **extra)
+        with pytest.raises(ConfigError, match="train.adversarial_epsilon: perturbs trainable token embeddings"):
+            Trainer(frozen, run_dir=tmp_path / f"fgm-{len(extra)}")
 
 
 @pytest.mark.parametrize("selection, kept", [("best", 1), ("last", 3)])

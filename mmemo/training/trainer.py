@@ -34,6 +34,7 @@ from mmemo.data.tables import DataError
 from mmemo.labels import IGNORE, LabelSet
 from mmemo.models.encoders.base import fit_processors
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
+from mmemo.training.adversarial import FastGradientMethod
 from mmemo.training.losses import (
     build_criterion,
     cross_entropy,
@@ -281,6 +282,15 @@ class Trainer:
 
             self.ema = AveragedModel(self.unwrapped, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
             acc.register_for_checkpointing(self.ema)
+        self.fgm = None
+        if t.adversarial_epsilon:
+            embeddings = [w for enc in self.unwrapped.encoders.values() if (w := enc.token_embeddings()) is not None]
+            if not embeddings:
+                raise ConfigError(
+                    f"train.adversarial_epsilon: perturbs trainable token embeddings, and none of the encoders of "
+                    f"{list(self.unwrapped.encoders)} has them (it needs an hf_text encoder whose embeddings are "
+                    "not frozen by freeze or freeze_token_embeddings)")
+            self.fgm = FastGradientMethod(embeddings, t.adversarial_epsilon)
 
         self.state: dict[str, Any] = {"epoch": 0, "batches_in_epoch": 0, "global_step": 0, "best_metric": None,
                                       "best_epoch": None, "bad_epochs": 0, "history": [], "epoch_loss": [0.0, 0],
@@ -469,6 +479,10 @@ class Trainer:
                     loss = self._training_loss(batch)
                     self._check_finite(loss, epoch)
                     acc.backward(loss)
+                    if self.fgm is not None:
+                        with self.fgm.perturbed() as moved:
+                            if moved:
+                                acc.backward(self._training_loss(batch))
                     if acc.sync_gradients and t.max_grad_norm:
                         acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
                     self.optimizer.step()

@@ -134,6 +134,11 @@ class Encoder(nn.Module):
     def backbone(self) -> nn.Module | None:
         return None
 
+    def token_embeddings(self) -> nn.Parameter | None:
+        """The trainable embedding matrix of discrete input tokens, which ``train.adversarial_epsilon``
+        perturbs; ``None`` for encoders of continuous inputs (audio, images)."""
+        return None
+
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         bb = self.backbone()
         return iter(()) if bb is None else (p for p in bb.parameters() if p.requires_grad)

@@ -194,6 +194,10 @@ class HFTextEncoder(Encoder):
     def backbone(self) -> nn.Module:
         return self.model
 
+    def token_embeddings(self) -> nn.Parameter | None:
+        weight = self.model.get_input_embeddings().weight
+        return weight if weight.requires_grad else None
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor | None = None) -> ModalityEmbedding:
         mask = attention_mask.bool()
         if self.training and self.config.context_dropout > 0 and target_mask is not None:

@@ -1,0 +1,49 @@
+"""Adversarial training on token embeddings: FGM (Miyato et al., ICLR 2017, "Adversarial training methods for
+semi-supervised text classification"), as text-classification fine-tunes commonly use it.
+
+After the clean backward pass, each token-embedding matrix moves by ``epsilon`` (L2 norm) along its gradient,
+the worst small change of the words the batch holds; the loss on the moved embeddings is backpropagated into
+the same gradients, and the matrices are put back exactly. One more forward and backward pass a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class FastGradientMethod:
+    """Perturbs ``embeddings`` along their current gradients inside ``perturbed()``."""
+
+    def __init__(self, embeddings: Sequence[nn.Parameter], epsilon: float):
+        if epsilon <= 0:
+            raise ValueError(f"FastGradientMethod: epsilon must be > 0, got {epsilon}")
+        if not embeddings:
+            raise ValueError("FastGradientMethod: no token embeddings to perturb")
+        self.embeddings = list(embeddings)
+        self.epsilon = epsilon
+
+    @contextmanager
+    def perturbed(self) -> Iterator[bool]:
+        """Yields whether anything moved: nothing does before a backward pass, or while the encoders are held
+        (``train.head_only_epochs``) and their embeddings get no gradient."""
+        saved = []
+        with torch.no_grad():
+            for weight in self.embeddings:
+                grad = weight.grad
+                if grad is None:
+                    continue
+                norm = torch.linalg.vector_norm(grad.float())
+                if not torch.isfinite(norm) or norm == 0:
+                    continue
+                saved.append((weight, weight.detach().clone()))
+                weight.add_((self.epsilon / norm) * grad.to(weight.dtype))
+        try:
+            yield bool(saved)
+        finally:
+            with torch.no_grad():
+                for weight, original in saved:
+                    weight.copy_(original)
