@@ -527,6 +527,12 @@ def test_fast_gradient_method_moves_embeddings_by_epsilon_along_their_gradient_a
         assert torch.linalg.vector_norm(delta).item() == pytest.approx(0.5, rel=1e-5)
         assert torch.equal(delta[[0, 2, 4]], torch.zeros(3, 4))  # rows of tokens the batch lacks stay
     assert torch.equal(weight, original)  # put back exactly, not by subtraction
+    before = fgm.gradients()  # gradient accumulation: a second batch adds to the first one's gradient
+    (weight[[5]] * 2.0).sum().backward()
+    with fgm.perturbed(before):
+        delta = weight.detach() - original
+        assert torch.allclose(delta[5], torch.full((4,), 0.25), atol=1e-6)  # along the second batch's gradient alone
+        assert torch.equal(delta[[1, 3]], torch.zeros(2, 4))
     with pytest.raises(ValueError, match="epsilon"):
         FastGradientMethod([weight], 0.0)
 

@@ -26,16 +26,24 @@ class FastGradientMethod:
         self.embeddings = list(embeddings)
         self.epsilon = epsilon
 
+    def gradients(self) -> list[torch.Tensor | None]:
+        """The embeddings' gradients so far, taken before a batch's backward pass: under gradient accumulation
+        they hold earlier batches' gradients, which ``perturbed(before)`` takes out of the direction. Free when
+        the gradients were set to None."""
+        return [None if w.grad is None else w.grad.detach().clone() for w in self.embeddings]
+
     @contextmanager
-    def perturbed(self) -> Iterator[bool]:
+    def perturbed(self, before: list[torch.Tensor | None] | None = None) -> Iterator[bool]:
         """Yields whether anything moved: nothing does before a backward pass, or while the encoders are held
         (``train.head_only_epochs``) and their embeddings get no gradient."""
         saved = []
         with torch.no_grad():
-            for weight in self.embeddings:
+            for weight, earlier in zip(self.embeddings, before or [None] * len(self.embeddings), strict=True):
                 grad = weight.grad
                 if grad is None:
                     continue
+                if earlier is not None:
+                    grad = grad - earlier
                 norm = torch.linalg.vector_norm(grad.float())
                 if not torch.isfinite(norm) or norm == 0:
                     continue

@@ -478,11 +478,14 @@ class Trainer:
                 with acc.accumulate(self.model):
                     loss = self._training_loss(batch)
                     self._check_finite(loss, epoch)
+                    before = self.fgm.gradients() if self.fgm is not None else None
                     acc.backward(loss)
                     if self.fgm is not None:
-                        with self.fgm.perturbed() as moved:
+                        with self.fgm.perturbed(before) as moved:
                             if moved:
-                                acc.backward(self._training_loss(batch))
+                                adversarial = self._training_loss(batch)
+                                self._check_finite(adversarial, epoch)
+                                acc.backward(adversarial)
                     if acc.sync_gradients and t.max_grad_norm:
                         acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
                     self.optimizer.step()
