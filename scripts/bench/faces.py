@@ -10,7 +10,8 @@ so both variants are also scored separately on the greyscale and the colour test
 
 Protocol: StratifiedGroupKFold by identity (no person in both train and test); inside each training
 fold, 20% of its identities are held out to select the epoch (accuracy); the test fold is evaluated
-once with the selected model. Methods with a grid (``hog linear``: its L2 penalty) keep their final
+once with the selected model. A config that keeps its final epoch (``train.selection: last``, as
+``resnet18_refit.yaml``) selects nothing, so it trains on the validation identities too. Methods with a grid (``hog linear``: its L2 penalty) keep their final
 epoch instead and need no identities held out: each value is scored by a 4-fold cross-validation over
 the training fold's identities (validation included), and the chosen one is refitted on all of them, as
 a plain tool is used. ``HOG + LR, refit`` chooses its C the same way.
@@ -51,6 +52,8 @@ CONFIGS = REPO / "configs" / "faces"
 METHODS = {
     "colour": (CONFIGS / "resnet18.yaml", ["model.encoders.vision.grayscale=false"]),
     "greyscale": (CONFIGS / "resnet18.yaml", ["model.encoders.vision.grayscale=true"]),
+    "colour refit": (CONFIGS / "resnet18_refit.yaml", ["model.encoders.vision.grayscale=false"]),
+    "greyscale refit": (CONFIGS / "resnet18_refit.yaml", ["model.encoders.vision.grayscale=true"]),
     "hog": (CONFIGS / "hog.yaml", []),
     "hog linear": (CONFIGS / "hog_linear.yaml", []),
 }
@@ -158,7 +161,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED_DATA / "facial_expressions"))
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-                        help="colour/greyscale: configs/faces/resnet18.yaml; hog: configs/faces/hog.yaml")
+                        help="colour/greyscale: configs/faces/resnet18.yaml; ... refit: configs/faces/resnet18_refit.yaml; "
+                             "hog: configs/faces/hog.yaml; hog linear: configs/faces/hog_linear.yaml")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench" / "faces"))
@@ -201,7 +205,10 @@ def main() -> None:
                 train_quietly(load_config(config_path, [*base, f"{key}={best}"]), run_dir,
                               {"train": train + val, "dev": val, "test": test}, label_set)
             else:
-                train_quietly(load_config(config_path, base), run_dir, {"train": train, "dev": val, "test": test}, label_set)
+                config = load_config(config_path, base)
+                # a config that keeps its final epoch selects nothing, so every training identity trains
+                fit = train + val if config.train.selection == "last" else train
+                train_quietly(config, run_dir, {"train": fit, "dev": val, "test": test}, label_set)
             by_id = {row["id"]: row["prediction"] for row in csv.DictReader(open(run_dir / "predictions_test.csv"))}
             predictions[variant].append([by_id[e.id] for e in test])
             print(f"{variant} fold {fold}: accuracy {scores(test, predictions[variant][-1], label_set.names)['accuracy']:.1f}",
