@@ -18,6 +18,8 @@ from mmemo.models.encoders.vision import (
     TimmEncoder,
     augment_frames,
     hog_features,
+    jitter_frames,
+    rotate_and_zoom,
 )
 from mmemo.training.trainer import Trainer
 
@@ -69,6 +71,55 @@ def test_augment_frames_keeps_shape_and_content():
     # each output frame is a flipped or unflipped shift of its own input: its rows come from that input
     for i in range(2):
         assert set(out[i].unique().tolist()) <= set(x[i].unique().tolist())
+
+
+def test_rotate_and_zoom_by_hand():
+    x = torch.arange(2 * 6 * 6, dtype=torch.float).view(2, 1, 6, 6)
+    out = rotate_and_zoom(x, torch.tensor([math.pi / 2, 0.0]), torch.tensor([1.0, 2.0]))
+    assert torch.allclose(out[0], torch.rot90(x[0], 1, (1, 2)), atol=1e-3)  # a quarter turn moves pixels exactly
+    # twice the size about the centre: the corner pixels' centres (0.5 px in from the edge of the 6 px frame) land
+    # 0.25 px in from the edge of its middle half, at pixel (1.25, 1.25) and (3.75, 3.75) of x[1] = 36 + 6 row + col
+    assert out[1, 0].flatten()[[0, -1]].tolist() == pytest.approx([36 + 7.5 + 1.25, 36 + 22.5 + 3.75], abs=1e-4)
+    assert torch.allclose(rotate_and_zoom(x, torch.zeros(2), torch.ones(2)), x, atol=1e-4)
+
+
+def test_jitter_frames_moves_pixels_and_tones_only_as_asked():
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255
+    assert torch.equal(jitter_frames(x), x)  # every option 0: unchanged
+    flat = torch.full((4, 3, 16, 16), 100.0)
+    torch.manual_seed(0)
+    assert torch.allclose(jitter_frames(flat, rotation=30, scale=0.2), flat, atol=1e-3)  # geometry alone keeps tone
+    torch.manual_seed(0)
+    toned = jitter_frames(x, jitter=0.2)
+    assert toned.min() >= 0 and toned.max() <= 255
+    ratio = toned.mean(dim=(1, 2, 3)) / x.mean(dim=(1, 2, 3))
+    assert ((ratio > 0.75) & (ratio < 1.25)).all() and ratio.std() > 0.01  # each frame its own brightness
+    torch.manual_seed(0)
+    turned = jitter_frames(x, rotation=30)
+    assert not torch.allclose(turned, x) and torch.allclose(turned.mean(), x.mean(), rtol=0.05)
+
+
+@pytest.mark.parametrize("key, value", [("augment_rotation", -1.0), ("augment_scale", 1.0), ("augment_jitter", 2.0)])
+def test_augment_options_out_of_range_name_the_key(key, value):
+    with pytest.raises(ValueError, match=f"model.encoders.vision.{key}"):
+        _encoder(augment=True, **{key: value})
+
+
+def test_encoder_applies_the_extra_augmentation_in_training_only():
+    frames = _frames()
+    mask = torch.ones(4, 1, dtype=torch.bool)
+    enc = _encoder(augment=True, augment_rotation=20.0, augment_scale=0.1, augment_jitter=0.3)
+    plain = _encoder(augment=True)
+    plain.load_state_dict(enc.state_dict())
+    with torch.no_grad():
+        enc.eval(), plain.eval()
+        assert torch.allclose(enc(frames, mask).pooled, plain(frames, mask).pooled)
+        enc.train(), plain.train()
+        torch.manual_seed(1)
+        a = enc(frames, mask).pooled
+        torch.manual_seed(1)
+        b = plain(frames, mask).pooled
+    assert not torch.allclose(a, b)  # the same flips and shifts, then rotation, zoom and tone on top
 
 
 def test_chunked_frames_at_evaluation_give_the_same_embedding():

@@ -122,6 +122,16 @@ def augment_frames(x: torch.Tensor, max_shift: float = 0.125) -> torch.Tensor:
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
+def rotate_and_zoom(x: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
+    """Each frame of ``x`` ``[N, C, H, W]`` rotated by ``angle[i]`` radians and magnified ``zoom[i]`` times about
+    its centre (bilinear, edges replicated)."""
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1).to(x.dtype)
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def jitter_frames(x: torch.Tensor, rotation: float = 0.0, scale: float = 0.0, jitter: float = 0.0) -> torch.Tensor:
     """Random rotation (up to ``rotation`` degrees), zoom (by up to ``scale`` in or out) and brightness and
     contrast (each by up to ``jitter``) of each frame ``[N, C, H, W]`` of 0-255 pixels; edges are
@@ -129,12 +139,7 @@ def jitter_frames(x: torch.Tensor, rotation: float = 0.0, scale: float = 0.0, ji
     n = len(x)
     if rotation or scale:
         angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(rotation)
-        zoom = 1 + (torch.rand(n, device=x.device) * 2 - 1) * scale
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        zero = torch.zeros_like(cos)
-        theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
-        grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-        x = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        x = rotate_and_zoom(x, angle, 1 + (torch.rand(n, device=x.device) * 2 - 1) * scale)
     if jitter:
         contrast = 1 + (torch.rand(n, 1, 1, 1, device=x.device) * 2 - 1) * jitter
         brightness = 1 + (torch.rand(n, 1, 1, 1, device=x.device) * 2 - 1) * jitter
