@@ -11,10 +11,10 @@ so both variants are also scored separately on the greyscale and the colour test
 Protocol: StratifiedGroupKFold by identity (no person in both train and test); inside each training
 fold, 20% of its identities are held out to select the epoch (accuracy); the test fold is evaluated
 once with the selected model. A config that keeps its final epoch (``train.selection: last``, as
-``resnet18_refit.yaml``) selects nothing, so it trains on the validation identities too. Methods with a grid (``hog linear``: its L2 penalty) keep their final
-epoch instead and need no identities held out: each value is scored by a 4-fold cross-validation over
-the training fold's identities (validation included), and the chosen one is refitted on all of them, as
-a plain tool is used. ``HOG + LR, refit`` chooses its C the same way.
+``resnet18_refit.yaml``) selects nothing, so it trains on the validation identities too. Methods with a
+grid (``hog linear``: its L2 penalty) keep their final epoch as well: each value is scored by a 4-fold
+cross-validation over the training fold's identities (validation included), and the chosen one is
+refitted on all of them, as a plain tool is used. ``HOG + LR, refit`` chooses its C the same way.
 
     python scripts/bench/faces.py
     python scripts/bench/faces.py --methods hog --out scripts/bench/results/faces_hog.json
@@ -161,7 +161,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED_DATA / "facial_expressions"))
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-                        help="colour/greyscale: configs/faces/resnet18.yaml; ... refit: configs/faces/resnet18_refit.yaml; "
+                        help="colour/greyscale: configs/faces/resnet18.yaml; colour refit/greyscale refit: "
+                             "configs/faces/resnet18_refit.yaml; "
                              "hog: configs/faces/hog.yaml; hog linear: configs/faces/hog_linear.yaml")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
