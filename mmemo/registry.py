@@ -69,7 +69,8 @@ class Registry:
 
 ENCODERS = Registry(
     "encoder",
-    ("mmemo.models.encoders.text", "mmemo.models.encoders.audio", "mmemo.models.encoders.vision"),
+    ("mmemo.models.encoders.text", "mmemo.models.encoders.audio", "mmemo.models.encoders.opensmile",
+     "mmemo.models.encoders.vision"),
 )
 FUSIONS = Registry("fusion", ("mmemo.models.fusion",))
 
