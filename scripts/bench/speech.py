@@ -1,5 +1,6 @@
 """Speech benchmark: speaker-independent emotion recognition on EmoDB and RAVDESS, with the acoustic
-encoder (librosa functionals + MLP; with and without per-speaker normalisation) and the log-mel CNN.
+encoder (librosa functionals + MLP; with and without per-speaker normalisation), the log-mel CNN, and
+openSMILE's standard sets (ComParE_2016, eGeMAPSv02) with a linear classifier (``pip install mmemo[opensmile]``).
 
 Protocol (no clip of a test speaker is ever trained on or selected on; the test speaker is evaluated
 once, with the selected model):
@@ -11,17 +12,26 @@ once, with the selected model):
   out of training to select the epoch by its UAR, and three speakers train.
 - Per-speaker normalisation standardises each speaker's features with that speaker's own clips,
   labels unseen (the test speaker's too: transductive, as in the speech-emotion literature).
+- A variant with a grid (``GRIDS``: the L2 penalty of the openSMILE linear models) keeps its final epoch;
+  each value is scored by leave one speaker out over the fold's training speakers alone (UAR of their
+  summed confusion matrices), and the best is refitted on all of them. The choice depends on the test
+  speaker's fold, not on the seed (a convex fit run to convergence), so it is made once, with the first
+  seed, and reused. Where a fold has a single training speaker (RAVDESS), the config's value is used.
+- Extraction time: the variant's features (``raw_features`` of its processor) for every clip, one after
+  another on one thread, before the folds: seconds per clip of one core.
 Figures: accuracy and UAR per fold, and overall from the confusion matrices summed over folds,
 as mean ± std over seeds.
 
     python scripts/bench/speech.py                                  # everything, seeds 0 1 2
     python scripts/bench/speech.py --datasets emodb --variants acoustic --seeds 0
+    python scripts/bench/speech.py --variants opensmile_compare opensmile_egemaps
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import time
 from pathlib import Path
 
@@ -34,14 +44,24 @@ from mmemo.data.examples import Splits
 from mmemo.data.manifest import read_manifest
 from mmemo.data.sources import apply_labels
 from mmemo.labels import get_label_set
+from mmemo.models.encoders.opensmile import KEPT
+from mmemo.registry import ENCODERS
 from mmemo.training.trainer import Trainer
 
-VARIANTS = {  # name -> (config, overrides)
+BENCH_CONFIGS = "scripts/bench/configs"
+VARIANTS = {  # name -> (config, or dataset -> config, the first for any other dataset; overrides)
     "acoustic": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=false"]),
     "acoustic+spk": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=true"]),
     "acoustic+spk linear": ("configs/emodb/acoustic_linear.yaml", []),
     "logmel_cnn": ("configs/emodb/logmel_cnn.yaml", []),
+    "opensmile_compare": ({"emodb": f"{BENCH_CONFIGS}/emodb/opensmile_compare_linear.yaml",
+                           "ravdess": f"{BENCH_CONFIGS}/ravdess/opensmile_compare_linear.yaml"}, []),
+    "opensmile_egemaps": ({"emodb": f"{BENCH_CONFIGS}/emodb/opensmile_egemaps_linear.yaml"}, []),
 }
+# variant -> (key, values), chosen per fold by leave one speaker out over its training speakers (see above).
+# The L2 penalties are scikit-learn's C of 0.001, 0.01, 0.1 and 1 for EmoDB's ~217 training clips (1 / (C n)).
+L2_GRID = ("train.l2_penalty", [5.0, 0.5, 0.05, 0.005])
+GRIDS = {"opensmile_compare": L2_GRID, "opensmile_egemaps": L2_GRID}
 DATASETS = {  # name -> (folder, label set, manifest columns)
     "emodb": ("emodb", "emodb7", {"audio": "file", "label": "emotion", "speaker": "speaker"}),
     "ravdess": ("ravdess_speech", "ravdess8", {"audio": "file", "label": "emotion", "speaker": "actor"}),
@@ -50,9 +70,54 @@ DATASETS = {  # name -> (folder, label set, manifest columns)
 ANCHORS = {
     "emodb": {"chance": 14.3, "170 librosa functionals + RBF SVM, global z-score": 47.3,
               "same + logistic regression": 54.8, "per-speaker z-score + SVM": 61.5,
-              "per-speaker z-score + logistic regression": 67.7},
-    "ravdess": {"chance": 12.5, "train one actor, test the other (plain tools)": "14-27"},
+              "per-speaker z-score + logistic regression": 67.7,
+              "openSMILE ComParE_2016, per-speaker z-score + linear SVM": 73.3,
+              "openSMILE ComParE_2016 + logistic regression": 69.8, "openSMILE eGeMAPSv02, per-speaker z-score + linear SVM": 63.7},
+    "ravdess": {"chance": 12.5, "train one actor, test the other (plain tools)": "14-27",
+                "openSMILE ComParE_2016, per-speaker z-score + linear SVM": 40.6,
+                "openSMILE ComParE_2016 + logistic regression": 39.1,
+                "openSMILE eGeMAPSv02 + linear SVM": 29.7},
 }
+
+
+def config_path(variant: str, dataset: str) -> str:
+    path = VARIANTS[variant][0]
+    return path if isinstance(path, str) else path.get(dataset, next(iter(path.values())))
+
+
+def extraction_seconds(config, examples) -> float | None:
+    """Seconds of one thread per clip to compute the variant's features (its processor's ``raw_features``)
+    from the file, or None for an encoder without such a step."""
+    audio = config.model.encoders["audio"]
+    processor = ENCODERS.get(audio.name).cls.build_processor(audio, config.data)
+    if not hasattr(processor, "raw_features"):
+        return None
+    KEPT.clear()  # time the extraction itself, not openSMILE features kept from an earlier variant
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.process_time()
+    for ex in examples:
+        processor.raw_features(ex)
+    torch.set_num_threads(threads)
+    return round((time.process_time() - start) / len(examples), 4)
+
+
+def uar_of(confusion: np.ndarray) -> float:
+    support = confusion.sum(1)
+    return float(100 * (np.diag(confusion)[support > 0] / support[support > 0]).mean())
+
+
+def choose(key: str, values: list, config_for, examples, label_set, train_speakers: list[str], run_dir: Path) -> tuple:
+    """The value of ``key`` with the best UAR (confusions summed) over leave one speaker out on
+    ``train_speakers`` alone (the first of equals), and every value's UAR; ``config_for(*overrides)``."""
+    scores = {}
+    for value in values:
+        total = sum(np.array(run_fold(config_for(f"{key}={value}"), examples, label_set, held,
+                                      [s for s in train_speakers if s != held], None,
+                                      run_dir / f"{key}={value}" / f"held_{held}")["confusion"])
+                    for held in train_speakers)
+        scores[value] = round(uar_of(total), 2)
+    return max(values, key=lambda v: scores[v]), scores
 
 
 def folds(speakers: list[str], validation_speaker: bool) -> list[tuple[str, list[str], str | None]]:
@@ -108,18 +173,36 @@ def main() -> None:
         examples = apply_labels(read_manifest(manifest, columns=columns)["train"], label_set, {}, dataset)
         speakers = sorted({e.speaker for e in examples})
         for variant in args.variants:
-            config_path, overrides = VARIANTS[variant]
+            path = config_path(variant, dataset)
+            overrides = VARIANTS[variant][1]
             data_overrides = [f"data.label_set={label_set_name}", f"data.manifest.path={manifest}",
                               f"data.manifest.columns={columns}", "data.manifest.split_column=null",
                               "data.manifest.splits={}", "train.progress=false", "train.eval_test=true"]
-            per_seed, start = [], time.time()
+
+            def make_config(seed: int, *extra: str, path=path, overrides=overrides, data_overrides=data_overrides):
+                return load_config(REPO / path, [*data_overrides, *overrides, f"train.seed={seed}", *args.overrides, *extra])
+
+            seconds = extraction_seconds(make_config(args.seeds[0]), examples)
+            if seconds is not None:
+                print(f"{dataset} {variant}: extraction {seconds:.3f} s per clip (one thread)", flush=True)
+            per_seed, start, chosen = [], time.time(), {}
             for seed in args.seeds:
                 fold_results = []
                 for test, train_speakers, val in folds(speakers, args.validation == "speaker"):
-                    config = load_config(REPO / config_path, [*data_overrides, *overrides, f"train.seed={seed}",
-                                                              *args.overrides])
+                    extra: list[str] = []
+                    if variant in GRIDS and val is None and len(train_speakers) > 1:
+                        key, values = GRIDS[variant]
+                        if test not in chosen:  # once per fold, with the first seed
+                            chosen[test] = choose(key, values, functools.partial(make_config, args.seeds[0]), examples,
+                                                  label_set, train_speakers,
+                                                  Path(args.runs) / dataset / variant / "inner" / f"test_{test}")
+                            print(f"{dataset} {variant} test {test}: {key} chosen on {train_speakers}: "
+                                  f"{chosen[test][0]} (inner UAR {chosen[test][1]})", flush=True)
+                        extra = [f"{key}={chosen[test][0]}"]
+                    config = make_config(seed, *extra)
                     run_dir = Path(args.runs) / dataset / variant / f"seed{seed}" / f"test_{test}"
-                    fold_results.append(run_fold(config, examples, label_set, test, train_speakers, val, run_dir))
+                    fold_results.append(run_fold(config, examples, label_set, test, train_speakers, val, run_dir)
+                                        | {"overrides": extra})
                 total = np.sum([np.array(f["confusion"]) for f in fold_results], axis=0)
                 per_seed.append({"seed": seed, "folds": fold_results, "overall": pooled(total)})
                 print(f"{dataset} {variant} seed {seed}: " + "  ".join(
@@ -130,8 +213,11 @@ def main() -> None:
                 f["test_speaker"]: {k: mean_std([s["folds"][i][k] for s in per_seed]) for k in ("accuracy", "uar")}
                 for i, f in enumerate(per_seed[0]["folds"])}
             summary["minutes"] = round((time.time() - start) / 60, 1)
-            results.setdefault(dataset, {})[variant] = {"config": config_path, "overrides": overrides,
-                                                        "seeds": per_seed, "summary": summary}
+            summary["extraction_s_per_clip"] = seconds
+            results.setdefault(dataset, {})[variant] = {
+                "config": path, "overrides": overrides, "seeds": per_seed, "summary": summary,
+                "chosen": {test: {"value": value, "inner_uar": {str(k): v for k, v in scores.items()}}
+                           for test, (value, scores) in chosen.items()}}
 
     print()
     for dataset, by_variant in results.items():
@@ -144,6 +230,9 @@ def main() -> None:
                   + f"{fmt(s['uar']):>15}{s['minutes']:>6.1f}   UAR")
             print(f"{'':<20}" + "".join(f"{fmt(s['per_fold'][sp]['accuracy']):>15}" for sp in speakers)
                   + f"{fmt(s['accuracy']):>15}{'':>6}   accuracy")
+            if s.get("extraction_s_per_clip") is not None:
+                print(f"{'':<20}extraction {s['extraction_s_per_clip']:.3f} s per clip (one thread)"
+                      + "".join(f"; test {t}: chosen {c['value']}" for t, c in r["chosen"].items()))
         print("anchors (UAR, shared/ANCHORS.md): " + "; ".join(f"{k} {v}" for k, v in ANCHORS[dataset].items()))
         print()
     path = write_json(args.out, {"benchmark": "speech", "validation": args.validation, "seeds": args.seeds, "overrides": args.overrides,
