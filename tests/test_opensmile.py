@@ -131,6 +131,21 @@ def test_lld_sequence_follows_the_clip_length_and_padding_changes_nothing(tmp_pa
     torch.testing.assert_close(emb.pooled[0], alone.pooled[0])  # the padding frames do not enter the mean
     torch.testing.assert_close(emb.seq[0, :n_short], alone.seq[0])
     assert (emb.seq[0, n_short:] == 0).all()
+    encoder.train()
+    encoder.mlp[0].reset_running_stats()
+    encoder.mlp[0].momentum = 1.0
+    encoder(**batch)  # in training, the BatchNorm's statistics come from the real frames alone
+    real = torch.cat([short["features"], long["features"]])
+    torch.testing.assert_close(encoder.mlp[0].running_mean, real.mean(0))
+
+
+def test_full_scale_samples_do_not_wrap_around():
+    """openSMILE scales floats to 16-bit PCM; a sample at +1.0 must clip to 32767, not wrap to -32768."""
+    square = np.sign(np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)).astype(np.float32)
+    processor = OpenSmileProcessor(OpenSmileConfig(feature_set="eGeMAPSv02"), None)
+    full = processor(Example(id="f", audio=(square, 16000)))["features"]
+    below = processor(Example(id="b", audio=(np.where(square > 0, 32767 / 32768, square).astype(np.float32), 16000)))["features"]
+    torch.testing.assert_close(full, below)
 
 
 @pytest.mark.filterwarnings("ignore:Segment too short")  # pytest resets the module's own filter

@@ -89,7 +89,7 @@ def opensmile_features(wav: np.ndarray, sample_rate: int, feature_set: str, leve
     # openSMILE turns the floats into 16-bit PCM by scaling alone: a sample at or past full scale would wrap.
     signal = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 32767 / 32768)
     values = smile(feature_set, level).process_signal(signal, sample_rate).to_numpy(dtype=np.float32)
-    if np.isnan(values).all():
+    if values.size == 0 or np.isnan(values).all():  # no frame at all (openSMILE fills the clip's row with NaN)
         raise MediaError(describe(source), "too short for openSMILE",
                          f"{1000 * len(signal) / sample_rate:.0f} ms, shorter than its first analysis frame")
     if not np.isfinite(values).all():
