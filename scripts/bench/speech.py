@@ -56,7 +56,8 @@ VARIANTS = {  # name -> (config, or dataset -> config, the first for any other d
     "logmel_cnn": ("configs/emodb/logmel_cnn.yaml", []),
     "opensmile_compare": ({"emodb": f"{BENCH_CONFIGS}/emodb/opensmile_compare_linear.yaml",
                            "ravdess": f"{BENCH_CONFIGS}/ravdess/opensmile_compare_linear.yaml"}, []),
-    "opensmile_egemaps": ({"emodb": f"{BENCH_CONFIGS}/emodb/opensmile_egemaps_linear.yaml"}, []),
+    "opensmile_egemaps": ({"emodb": f"{BENCH_CONFIGS}/emodb/opensmile_egemaps_linear.yaml",
+                           "ravdess": f"{BENCH_CONFIGS}/ravdess/opensmile_egemaps_linear.yaml"}, []),
 }
 # variant -> (key, values), chosen per fold by leave one speaker out over its training speakers (see above).
 # The L2 penalties are scikit-learn's C of 0.001, 0.01, 0.1 and 1 for EmoDB's ~217 training clips (1 / (C n)).
