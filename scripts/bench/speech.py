@@ -16,7 +16,8 @@ once, with the selected model):
   each value is scored by leave one speaker out over the fold's training speakers alone (UAR of their
   summed confusion matrices), and the best is refitted on all of them. The choice depends on the test
   speaker's fold, not on the seed (a convex fit run to convergence), so it is made once, with the first
-  seed, and reused. Where a fold has a single training speaker (RAVDESS), the config's value is used.
+  seed, and reused. Where a fold has a single training speaker (RAVDESS), or with ``--fixed``, the
+  config's value is used.
 - Extraction time: the variant's features (``raw_features`` of its processor) for every clip, one after
   another on one thread, before the folds: seconds per clip of one core.
 Figures: accuracy and UAR per fold, and overall from the confusion matrices summed over folds,
@@ -161,6 +162,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "speech.json"))
     parser.add_argument("--validation", choices=["train", "speaker"], default="train",
                         help="select the epoch on the training speakers' clips, or on a held-out speaker")
+    parser.add_argument("--fixed", action="store_true",
+                        help="use the configs' own values instead of choosing from GRIDS on the training speakers")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides for every run")
     args = parser.parse_args()
@@ -191,7 +194,7 @@ def main() -> None:
                 fold_results = []
                 for test, train_speakers, val in folds(speakers, args.validation == "speaker"):
                     extra: list[str] = []
-                    if variant in GRIDS and val is None and len(train_speakers) > 1:
+                    if variant in GRIDS and not args.fixed and val is None and len(train_speakers) > 1:
                         key, values = GRIDS[variant]
                         if test not in chosen:  # once per fold, with the first seed
                             chosen[test] = choose(key, values, functools.partial(make_config, args.seeds[0]), examples,
@@ -236,7 +239,8 @@ def main() -> None:
                       + "".join(f"; test {t}: chosen {c['value']}" for t, c in r["chosen"].items()))
         print("anchors (UAR, shared/ANCHORS.md): " + "; ".join(f"{k} {v}" for k, v in ANCHORS[dataset].items()))
         print()
-    path = write_json(args.out, {"benchmark": "speech", "validation": args.validation, "seeds": args.seeds, "overrides": args.overrides,
+    path = write_json(args.out, {"benchmark": "speech", "validation": args.validation, "seeds": args.seeds,
+                                 "fixed": args.fixed, "overrides": args.overrides,
                                  "results": results, "anchors_uar": ANCHORS, "peak_rss_mb": peak_rss_mb()})
     print(f"wrote {path}")
 
