@@ -59,14 +59,14 @@ class OpenSmileConfig(EncoderConfig):
 
 
 @functools.cache
-def smile(feature_set: str, level: str):
+def smile(feature_set: str, level: str) -> Any:
     """The ``opensmile.Smile`` extractor for a set and level (one per process: building one parses its config).
     It keeps no state between calls, so threads may share it."""
     try:
         import opensmile
     except ImportError as exc:
         raise ImportError(f"the opensmile encoder needs the opensmile package: {INSTALL_HINT}") from exc
-    sets = [name for name in opensmile.FeatureSet.__members__]
+    sets = list(opensmile.FeatureSet.__members__)
     if feature_set not in sets:
         raise ValueError(f"opensmile feature_set {feature_set!r} is not one of {', '.join(sets)}")
     if level not in LEVELS:
