@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from mmemo.config import ConfigError
+from mmemo.errors import ConfigError, MmemoError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -236,21 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, PermissionError) as exc:
+    except (MmemoError, OSError) as exc:  # what a user can cause: one line naming the file or key, no traceback
+        if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
+                                                             NotADirectoryError)):
+            raise
         print(f"mmemo: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # data errors and the like: one readable line, no traceback
-        from mmemo.data.media import MediaError
-        from mmemo.data.tables import DataError
-        from mmemo.inference import InputError
-        from mmemo.labels import LabelError
-        from mmemo.training.trainer import NonFiniteLossError
-
-        if isinstance(exc, (DataError, MediaError, LabelError, NonFiniteLossError, InputError)):
-            print(f"mmemo: error: {exc}", file=sys.stderr)
-            return 2
-        raise
-
 
 if __name__ == "__main__":
     sys.exit(main())

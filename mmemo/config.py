@@ -16,11 +16,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from mmemo.errors import ConfigError
+
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
-
-
-class ConfigError(ValueError):
-    """A config key is unknown, missing or of the wrong type."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,12 +400,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     base_dir = None
     if path is not None:
         path = Path(path)
-        if not path.exists():
+        if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         base_dir = path.parent
@@ -425,7 +425,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
                     encoders[m] = default_encoder(m)
                 elif m in MODALITIES and isinstance(encoders[m], dict) and "name" not in encoders[m]:
                     encoders[m] = {**default_encoder(m), **encoders[m]}
-    return build_config(data, base_dir)
+    try:
+        return build_config(data, base_dir)
+    except ConfigError as exc:
+        if path is None:
+            raise
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _validate_source(data: DataConfig, key: str) -> None:

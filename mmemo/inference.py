@@ -47,9 +47,11 @@ from mmemo.data.media import (
     VIDEO_SUFFIXES,
     MediaError,
     describe,
+    is_audio_pair,
     is_path,
     media_duration,
 )
+from mmemo.errors import InputError
 from mmemo.labels import LabelSet
 from mmemo.models.model import EmotionModel
 
@@ -63,10 +65,6 @@ READABLE_SUFFIXES = {
     "video": VIDEO_SUFFIXES | IMAGE_SUFFIXES,
     "image": IMAGE_SUFFIXES,
 }
-
-
-class InputError(ValueError):
-    """No usable input for a prediction; the message names each input and why it was unusable."""
 
 
 @dataclass
@@ -96,11 +94,6 @@ class Prediction:
         }
 
 
-def _is_audio_pair(value: Any) -> bool:
-    return (isinstance(value, tuple) and len(value) == 2 and not isinstance(value[1], bool)
-            and isinstance(value[1], (int, np.integer)))
-
-
 def check_input_types(text=None, audio=None, video=None, image=None, context=None, speaker=None) -> None:
     """Raise ``TypeError`` naming the argument when a value is of a kind no processor reads."""
     from PIL import Image
@@ -112,7 +105,7 @@ def check_input_types(text=None, audio=None, video=None, image=None, context=Non
         fail("text", "a string", text)
     if speaker is not None and not isinstance(speaker, str):
         fail("speaker", "a string", speaker)
-    if audio is not None and not (is_path(audio) or _is_audio_pair(audio)):
+    if audio is not None and not (is_path(audio) or is_audio_pair(audio)):
         hint = "; an array needs its sample rate: audio=(array, sample_rate)" if hasattr(audio, "shape") else ""
         fail("audio", "a path or (array, sample_rate)", audio, hint)
     if video is not None and not (is_path(video) or hasattr(video, "shape") or isinstance(video, (list, tuple))):
@@ -196,8 +189,6 @@ class InputPreparer:
         source = _source(example, m)
         try:
             if m == "text":
-                if not source.strip():
-                    return None, "empty string", []
                 with _TEXT_LOCK:
                     tensors = processor(example)
                     return tensors, None, self._cut(m, example, processor, tensors)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from mmemo.errors import LabelError
+
 # The class index of a row without a label for a head (e.g. an auxiliary corpus's example, for the emotion
 # head): the losses skip it.
 IGNORE = -1
@@ -25,10 +27,6 @@ TO_MELD7: dict[str, dict[str, str | None]] = {
     "emodb7": {"happiness": "joy", "boredom": None},
     "faces8": {"happiness": "joy", "contempt": None},
 }
-
-
-class LabelError(ValueError):
-    """A label that is not in the label set."""
 
 
 class LabelSet:

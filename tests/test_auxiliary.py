@@ -57,12 +57,12 @@ def test_emorynlp_reader_names_the_row_of_bad_input(tmp_path):
     bad = scene(1, 1, 1, 2)
     bad[1][4] = "two"
     write_emorynlp(tmp_path / "a", {"train": bad})
-    with pytest.raises(DataError, match=r"emorynlp_train_final.csv: row 3: .*must be integers"):
+    with pytest.raises(DataError, match=r"emorynlp_train_final.csv: line 3: .*must be integers"):
         read_emorynlp(tmp_path / "a")
     twice = scene(1, 1, 1, 2)
     twice[1][4] = 1
     write_emorynlp(tmp_path / "b", {"train": twice})
-    with pytest.raises(DataError, match=r"row 3: duplicate .* train/s1e1c1u1 \(first at row 2\)"):
+    with pytest.raises(DataError, match=r"line 3: duplicate .* train/s1e1c1u1 \(first on line 2\)"):
         read_emorynlp(tmp_path / "b")
     write_emorynlp(tmp_path / "c", {"dev": scene(1, 1, 1, 2)})
     with pytest.raises(DataError, match="emorynlp_train_final.csv not found"):
@@ -124,7 +124,7 @@ def test_auxiliary_config_errors_name_the_key(demo_tree, tmp_path):
     with pytest.raises(ConfigError, match="data.auxiliary.emorynlp.source"):
         aux_config(demo_tree, root, data__auxiliary__emorynlp__source="emory")
     config = aux_config(demo_tree, root, data__auxiliary__emorynlp__label_map={"Mad": "anger"})
-    with pytest.raises(LabelError, match=r"row 3 \(split train of data.auxiliary.emorynlp\): label 'anger' is not"):
+    with pytest.raises(LabelError, match=r"line 3 \(split train of data.auxiliary.emorynlp\): label 'anger' is not"):
         load_splits(config)
 
 

@@ -54,7 +54,7 @@ def test_missing_column_is_fatal_and_named(tmp_path):
 def test_bad_row_is_named(tmp_path):
     p = tmp_path / "train_sent_emo.csv"
     p.write_text("Utterance,Speaker,Emotion,Dialogue_ID,Utterance_ID\nhi,Joey,joy,0,0\nyo,Ross,joy,x,1\n")
-    with pytest.raises(DataError, match="row 3"):
+    with pytest.raises(DataError, match="line 3"):
         read_meld_csv(p, "train", None)
 
 

@@ -157,5 +157,5 @@ def test_missing_dev_split_and_unknown_label_are_named(demo_tree, tmp_path):
         Trainer(tiny_config(tmp_path, modalities=("text",)), run_dir=tmp_path / "r")
     (tmp_path / "dev_sent_emo.csv").write_text(
         "Utterance,Speaker,Emotion,Dialogue_ID,Utterance_ID\nhi,Joey,happy,0,0\n")
-    with pytest.raises(LabelError, match=r"dev_sent_emo.csv: row 2 \(split dev\): label 'happy' is not in label set meld7"):
+    with pytest.raises(LabelError, match=r"dev_sent_emo.csv: line 2 \(split dev\): label 'happy' is not in label set meld7"):
         load_splits(tiny_config(tmp_path, modalities=("text",)))

@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -17,9 +18,11 @@ from mmemo.cli import main
 from mmemo.config import ConfigError, load_config
 from mmemo.data.meld import read_meld_csv
 from mmemo.data.tables import DataError
+from mmemo.errors import CheckpointError
 from mmemo.labels import LabelError
 from mmemo.models.encoders.base import ModalityEmbedding
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
+from mmemo.training import checkpoint as ckpt
 from mmemo.training.adversarial import FastGradientMethod
 from mmemo.training.losses import (
     FocalLoss,
@@ -84,6 +87,15 @@ def test_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(demo_tr
     state = json.loads((tmp_path / "killed" / "checkpoints" / "last" / "trainer_state.json").read_text())
     assert (state["epoch"], state["batches_in_epoch"], state["global_step"]) == (1, 1, 3)
 
+    # a damaged RNG, sampler position (trainer state) or optimiser file is refused by name, never resumed from
+    last = tmp_path / "killed" / "checkpoints" / "last"
+    for name in ("rng_0.safetensors", "trainer_state.json", "optimizer.safetensors") if not ema_decay else ():
+        intact = (last / name).read_bytes()
+        (last / name).write_bytes(intact[:100])
+        with pytest.raises(CheckpointError, match=re.escape(f"{last / name}: damaged")):
+            train(None, resume=tmp_path / "killed")
+        (last / name).write_bytes(intact)
+
     resumed = train(None, resume=tmp_path / "killed")
     assert _history(tmp_path / "killed") == _history(tmp_path / "straight")
     assert resumed.dev == done.dev and resumed.best_epoch == done.best_epoch
@@ -98,26 +110,27 @@ def test_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(demo_tr
 def test_checkpoints_are_written_atomically(demo_tree, tmp_path, monkeypatch):
     config = tiny_config(demo_tree, ("text",), train__checkpoint_every_steps=1, train__max_steps=3, train__eval_test=False)
     trainer = Trainer(config, run_dir=tmp_path / "run")
-    save_state = trainer.accelerator.save_state
+    write_manifest = ckpt.write_manifest
 
-    def crash_while_saving(path):
-        save_state(path)
+    def crash_while_saving(directory, files, **info):
         if trainer.state["global_step"] == 2:
-            (tmp_path / "run" / "checkpoints" / ".last.tmp" / "model.safetensors").write_bytes(b"half a file")
+            (directory / "model.safetensors").write_bytes(b"half a file")
             raise Killed
+        write_manifest(directory, files, **info)
 
-    monkeypatch.setattr(trainer.accelerator, "save_state", crash_while_saving)
+    monkeypatch.setattr(ckpt, "write_manifest", crash_while_saving)
     with pytest.raises(Killed):
         trainer.fit()
-    ckpt = tmp_path / "run" / "checkpoints"
-    assert json.loads((ckpt / "last" / "trainer_state.json").read_text())["global_step"] == 1  # the last complete one
+    monkeypatch.undo()
+    folder = tmp_path / "run" / "checkpoints"
+    assert json.loads((folder / "last" / "trainer_state.json").read_text())["global_step"] == 1  # the last complete one
 
     # killed between replace_dir's two renames: the previous checkpoint, set aside, is still found
-    aside = ckpt / ".last.old-999"
-    (ckpt / "last").rename(aside)
+    aside = folder / ".last.old-999"
+    (folder / "last").rename(aside)
     assert last_checkpoint(tmp_path / "run") == aside
     result = train(None, resume=tmp_path / "run")
-    assert result.history[-1]["step"] == 3 and (ckpt / "last" / "trainer_state.json").exists()
+    assert result.history[-1]["step"] == 3 and (folder / "last" / "trainer_state.json").exists()
 
     # and replace_dir never leaves the destination half-written
     src, dst = tmp_path / "new", tmp_path / "dst"
@@ -159,7 +172,7 @@ def test_empty_splits_and_labels_outside_the_label_set_are_named(demo_tree, tmp_
     rows = [list(r) for r in tables["train"][:4]]
     rows[3][rows[0].index("Emotion")] = "happy"
     write("train", rows)
-    with pytest.raises(LabelError, match=r"train_sent_emo.csv: row 4 \(split train\): label 'happy' is not in label set meld7"):
+    with pytest.raises(LabelError, match=r"train_sent_emo.csv: line 4 \(split train\): label 'happy' is not in label set meld7"):
         Trainer(tiny_config(tmp_path, ("text",)), run_dir=tmp_path / "r")
 
 
@@ -614,10 +627,10 @@ def test_aux_labels_name_the_row_with_a_value_outside_their_classes(demo_tree, t
     examples = read_meld_csv(demo_tree / "train_sent_emo.csv", "train", None)
     assert aux_label_indices({}, examples) == {}
     examples[2].meta["sentiment"] = "meh"
-    with pytest.raises(DataError, match=r"train_sent_emo.csv: row 4: model.aux_labels.sentiment: 'meh'; expected one of"):
+    with pytest.raises(DataError, match=r"train_sent_emo.csv: line 4: model.aux_labels.sentiment: 'meh'; expected one of"):
         aux_label_indices({"sentiment": SENTIMENTS}, examples)
     del examples[2].meta["sentiment"]
-    with pytest.raises(DataError, match="row 4: model.aux_labels.sentiment: no sentiment field"):
+    with pytest.raises(DataError, match="line 4: model.aux_labels.sentiment: no sentiment field"):
         aux_label_indices({"sentiment": SENTIMENTS}, examples)
     for bad, key in (({"sentiment": ["neutral"]}, "model.aux_labels.sentiment"), (-1.0, "train.aux_weight")):
         extra = {"model__aux_labels": bad} if key.startswith("model") else {"train__aux_weight": bad}

@@ -40,17 +40,17 @@ import time
 import uuid
 from collections.abc import Iterable
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from mmemo.config import PREPROCESSING_FIELDS, Config, DataConfig, EncoderConfig, to_dict
 from mmemo.data.dataset import Collator, EmotionDataset
 from mmemo.data.examples import Example
-from mmemo.data.media import MediaError, file_identity
+from mmemo.data.media import MediaError, media_identity
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, pad_stack
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = "mmemo-embedding-cache/1"
+FORMAT = "mmemo-embedding-cache/2"
 SHARD_BYTES = 256 * 2**20  # a shard is written once this much is pending
 STALE_TMP_SECONDS = 3600  # temporary files older than this are left-overs of an interrupted write
 
@@ -78,7 +78,16 @@ def default_cache_dir() -> Path:
 
 
 def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    """SHA-256 of a JSON document; only JSON types (anything else is a bug in the caller, never ``str()``-ed)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_value).encode()).hexdigest()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    raise TypeError(f"embedding cache: cannot key a value of type {type(value).__name__}")
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -124,14 +133,22 @@ def encoder_fingerprint(
 
 
 def example_key(example: Example) -> str:
-    """A digest of what a processor can see of ``example``: its content, not its label or position."""
-    fields = asdict(example)
-    for name in ("id", "label", "dialogue_id", "utterance_id"):
-        fields.pop(name)
-    fields["meta"] = {k: v for k, v in example.meta.items() if k not in ("source", "row")}
-    for name in ("audio", "video", "image"):
-        fields[name] = file_identity(fields[name])
+    """A digest of what a processor can see of ``example``: its content, not its label or position. Media are
+    identified by ``media_identity``: files by path, size and modification time, in-memory media (arrays, PIL
+    images, ``(array, rate)``, bytes) by a hash of their content."""
+    meta = {k: v for k, v in example.meta.items() if k not in ("source", "row")}
+    fields = {
+        "text": example.text, "speaker": example.speaker, "meta": {k: media_identity(v) if _is_media(v) else v
+                                                                     for k, v in meta.items()},
+        "context_before": [[t.speaker, t.text] for t in example.context_before],
+        "context_after": [[t.speaker, t.text] for t in example.context_after],
+        **{name: media_identity(getattr(example, name)) for name in ("audio", "video", "image")},
+    }
     return _digest(fields)[:40]
+
+
+def _is_media(value: Any) -> bool:
+    return not isinstance(value, (str, int, float, bool, type(None), list, dict))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ def parse_speakers(value: str) -> str | None:
 
 def read_emorynlp_csv(path: Path, split: str) -> list[Example]:
     examples, seen = [], {}
-    for lineno, row in read_table(path, REQUIRED_COLUMNS):
-        where = f"{path}: row {lineno}"
+    for lineno, row in read_table(path, REQUIRED_COLUMNS).rows:
+        where = f"{path}: line {lineno}"
         try:
             season, episode, scene, utt = (int(row[c]) for c in ("Season", "Episode", "Scene_ID", "Utterance_ID"))
         except ValueError:
@@ -43,7 +43,7 @@ def read_emorynlp_csv(path: Path, split: str) -> list[Example]:
         dialogue = f"{split}/s{season}e{episode}c{scene}"
         ex_id = f"{dialogue}u{utt}"
         if ex_id in seen:
-            raise DataError(f"{where}: duplicate Season/Episode/Scene_ID/Utterance_ID {ex_id} (first at row {seen[ex_id]})")
+            raise DataError(f"{where}: duplicate Season/Episode/Scene_ID/Utterance_ID {ex_id} (first on line {seen[ex_id]})")
         seen[ex_id] = lineno
         meta = {"source": where, "split": split, "season": str(season), "episode": str(episode), "emotion": row["Emotion"]}
         for key, col in (("start", "Start_Time"), ("end", "End_Time")):

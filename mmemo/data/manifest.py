@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmemo.data.examples import Example, Splits
+from mmemo.data.media import is_url
 from mmemo.data.tables import DataError, read_table
 
 MANIFEST_FIELDS = ("id", "text", "audio", "video", "image", "label", "speaker", "dialogue", "utterance")
@@ -16,8 +17,12 @@ MEDIA_FIELDS = ("audio", "video", "image")
 
 
 def _resolve(base: Path, value: str) -> str | None:
+    """A media path relative to the manifest's folder; a URL stays as written, so that reading it fails
+    with a message saying URLs are not read (a path joined to ``https://...`` would lose a slash)."""
     if not value:
         return None
+    if is_url(value):
+        return value
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else base / p)
 
@@ -29,22 +34,30 @@ def read_manifest_file(
     ``require_label=False`` reads inputs to predict on."""
     path = Path(path)
     columns = dict(columns or {})
-    rows = read_table(path)
-    header = set().union(*(row for _, row in rows))  # JSONL rows may each hold different keys
+    table = read_table(path)
+    header = set(table.columns)
+    for f in columns:
+        if f not in MANIFEST_FIELDS:
+            raise DataError(f"{path}: unknown field {f!r} in the column map; fields: {', '.join(MANIFEST_FIELDS)}")
     # A field maps to the column named in `columns`, else to a column of the field's own name.
     mapping = {f: columns.get(f, f) for f in MANIFEST_FIELDS}
     for f, col in columns.items():
-        if col not in header and rows:
-            raise DataError(f"{path}: column '{col}' (for {f}) not found; columns are {', '.join(sorted(header))}")
+        if col not in header:
+            raise DataError(f"{path}: column '{col}' (for {f}) not found; columns are {', '.join(table.columns) or 'none'}")
     mapping = {f: c for f, c in mapping.items() if c in header}
     if not any(f in mapping for f in ("text", *MEDIA_FIELDS)):
-        raise DataError(f"{path}: no text, audio, video or image column; map one in data.manifest.columns")
+        raise DataError(f"{path}: no text, audio, video or image column (columns: {', '.join(table.columns) or 'none'}); "
+                        "map one in data.columns")
     if "label" not in mapping and require_label:
-        raise DataError(f"{path}: no label column; set data.manifest.columns.label (columns: {', '.join(sorted(header))})")
+        raise DataError(f"{path}: no label column; set data.columns.label (columns: {', '.join(table.columns)})")
+    if not table.rows:
+        raise DataError(f"{path}: no rows, only a header")
     base = path.parent
     out = []
-    for lineno, row in rows:
-        where = f"{path}: row {lineno}"
+    first_line: dict[str, int] = {}
+    for lineno, row in table.rows:
+        where = f"{path}: line {lineno}"
+
         def get(f: str, row: dict = row) -> str:
             return row.get(mapping[f], "") if f in mapping else ""
 
@@ -54,6 +67,9 @@ def read_manifest_file(
         except ValueError:
             raise DataError(f"{where}: utterance order must be an integer, got {utt!r}") from None
         ex_id = get("id") or f"{path.stem}/{lineno}"
+        if ex_id in first_line:
+            raise DataError(f"{where}: duplicate id {ex_id!r} (first on line {first_line[ex_id]})")
+        first_line[ex_id] = lineno
         dialogue = get("dialogue") or None
         out.append(
             (
@@ -61,7 +77,7 @@ def read_manifest_file(
                 Example(
                     id=ex_id,
                     label=get("label") or None,
-                    text=get("text") or None,
+                    text=get("text") or None,  # an empty cell is no value, as for media
                     audio=_resolve(base, get("audio")),
                     video=_resolve(base, get("video")),
                     image=_resolve(base, get("image")),

@@ -44,10 +44,10 @@ def _find(root: Path, name: str) -> Path | None:
 
 
 def read_meld_csv(path: Path, split: str, clip_dir: Path | None, label_column: str = "Emotion") -> list[Example]:
-    rows = read_table(path, REQUIRED_COLUMNS + (label_column,))
+    rows = read_table(path, REQUIRED_COLUMNS + (label_column,)).rows
     examples = []
     for lineno, row in rows:
-        where = f"{path}: row {lineno}"
+        where = f"{path}: line {lineno}"
         try:
             dia, utt = int(row["Dialogue_ID"]), int(row["Utterance_ID"])
         except ValueError:

@@ -31,9 +31,11 @@ from mmemo.data.dataset import Collator, EmotionDataset, MediaIssue, MediaReport
 from mmemo.data.examples import Example, Splits
 from mmemo.data.sources import load_splits
 from mmemo.data.tables import DataError
+from mmemo.errors import CheckpointError, NonFiniteLossError
 from mmemo.labels import IGNORE, LabelSet
 from mmemo.models.encoders.base import fit_processors
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
+from mmemo.training import checkpoint as ckpt
 from mmemo.training.adversarial import FastGradientMethod
 from mmemo.training.losses import (
     build_criterion,
@@ -47,10 +49,6 @@ from mmemo.training.sampling import BUCKET_LENGTHS, bucketed_order
 from mmemo.training.schedule import build_scheduler
 
 log = logging.getLogger("mmemo")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -133,12 +131,13 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """``RUN/checkpoints/last`` when complete; if a save was interrupted between its two renames
-    (``model.replace_dir``), the previous copy it had set aside; else None."""
+    """``RUN/checkpoints/last`` when it exists; if a save was interrupted between its two renames
+    (``model.replace_dir``), the previous copy it had set aside; else None. Whether its files are intact is
+    checked when it is loaded."""
     folder = Path(run_dir) / "checkpoints"
-    if (folder / "last" / "trainer_state.json").exists():
+    if (folder / "last").is_dir():
         return folder / "last"
-    previous = sorted(folder.glob(".last.old-*/trainer_state.json"), key=lambda p: p.stat().st_mtime)
+    previous = sorted(folder.glob(f".last.old-*/{ckpt.MANIFEST_NAME}"), key=lambda p: p.stat().st_mtime)
     return previous[-1].parent if previous else None
 
 
@@ -275,13 +274,11 @@ class Trainer:
         encoder_groups = {g["name"] for g in self.optimizer.param_groups if id(g["params"][0]) in in_encoders}
         self.scheduler = build_scheduler(self.optimizer, t.scheduler, t.warmup_ratio, self.total_steps,
                                          min(self.head_only_steps, self.total_steps - 1), encoder_groups)
-        acc.register_for_checkpointing(self.scheduler)
         self.ema = None
         if t.ema_decay:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(self.unwrapped, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
-            acc.register_for_checkpointing(self.ema)
         self.fgm = None
         if t.adversarial_epsilon:
             embeddings = [w for enc in self.unwrapped.encoders.values() if (w := enc.token_embeddings()) is not None]
@@ -353,23 +350,38 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
 
     def _save_checkpoint(self) -> None:
-        """``checkpoints/last``: model, optimiser, scheduler, RNG states and trainer state, atomically."""
+        """``checkpoints/last``: model, optimiser, scheduler, moving average, RNG states (one file per process)
+        and trainer state, in safetensors and JSON with a SHA-256 manifest (``checkpoint.py``), atomically."""
         acc = self.accelerator
         final = self.run_dir / "checkpoints" / "last"
         tmp = self.run_dir / "checkpoints" / ".last.tmp"
         if acc.is_main_process:
             if tmp.exists():
                 shutil.rmtree(tmp)
-            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        ckpt.save_tree(ckpt.rng_state(), tmp, f"rng_{acc.process_index}")
         media = self._all_media_issues()  # what every process has seen so far survives a resume
+        if acc.is_main_process:
+            ckpt.save_model_weights(self.unwrapped, tmp / ckpt.MODEL_NAME)
+            for name, tree in self._checkpoint_states().items():
+                ckpt.save_tree(tree, tmp, name)
+            state = {**self.state, "accelerator_step": acc.step, "media_issues": [asdict(i) for i in media.issues.values()]}
+            ckpt.save_tree(state, tmp, "trainer_state")
         acc.wait_for_everyone()
         if acc.is_main_process:
-            state = {**self.state, "media_issues": [asdict(i) for i in media.issues.values()]}
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+            ckpt.write_manifest(tmp, [f for f in tmp.iterdir() if f.is_file()], world_size=acc.num_processes)
             replace_dir(tmp, final)
         acc.wait_for_everyone()
+
+    def _checkpoint_states(self) -> dict[str, Any]:
+        """The state trees a checkpoint holds besides the weights, RNG and trainer state."""
+        states: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.ema is not None:
+            states["ema"] = self.ema.state_dict()
+        if self.accelerator.scaler is not None:
+            states["grad_scaler"] = self.accelerator.scaler.state_dict()
+        return states
 
     def _all_media_issues(self) -> MediaReport:
         """The media issues seen by every process (a collective call in a distributed run)."""
@@ -389,11 +401,34 @@ class Trainer:
         return path
 
     def _load_checkpoint(self) -> None:
+        """Restore everything ``_save_checkpoint`` wrote, after checking every file against the manifest: a
+        damaged, missing or old pickled file is refused by name, never resumed from."""
+        acc = self.accelerator
         path = self._last_checkpoint()
-        self.accelerator.load_state(str(path))
-        self.state = {**self.state, **json.loads((path / "trainer_state.json").read_text())}
+        manifest = ckpt.verify(path)
+        if manifest.get("world_size") != acc.num_processes:
+            raise CheckpointError(f"{path}: written by {manifest.get('world_size')} process(es), this run has "
+                                  f"{acc.num_processes}; resume with the same number for an exact continuation")
+        ckpt.load_model_weights(self.unwrapped, path / ckpt.MODEL_NAME)
+        loaders = {"optimizer": self.optimizer.load_state_dict, "scheduler": self.scheduler.load_state_dict}
+        if self.ema is not None:
+            loaders["ema"] = self.ema.load_state_dict
+        if acc.scaler is not None:
+            loaders["grad_scaler"] = acc.scaler.load_state_dict
+        for name, load in loaders.items():
+            try:
+                load(ckpt.load_tree(path, name))
+            except CheckpointError:
+                raise
+            except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+                raise CheckpointError(f"{path / (name + '.json')}: does not fit this run ({type(exc).__name__}: "
+                                      f"{exc})"[:500]) from None
+        ckpt.set_rng_state(ckpt.load_tree(path, f"rng_{acc.process_index}"))
+        state = ckpt.load_tree(path, "trainer_state")
+        acc.step = state.pop("accelerator_step", 0)
+        self.state = {**self.state, **state}
         self.media.add([MediaIssue(**issue) for issue in self.state.pop("media_issues", [])])
-        if self.accelerator.is_main_process:  # metrics.jsonl holds exactly the evaluations the checkpoint knows
+        if acc.is_main_process:  # metrics.jsonl holds exactly the evaluations the checkpoint knows
             tmp = self.run_dir / ".metrics.jsonl.tmp"
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.state["history"]))
             os.replace(tmp, self.run_dir / "metrics.jsonl")

@@ -17,7 +17,7 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example
-from mmemo.data.media import MediaError, describe, file_identity, is_silent, read_audio
+from mmemo.data.media import MediaError, describe, file_identity, is_path, is_silent, read_audio
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
 from mmemo.models.encoders.hf import load_hf_model, resolve_checkpoint
 from mmemo.registry import register_encoder
@@ -119,10 +119,19 @@ class LogMelCNNEncoder(Encoder):
         self.dim = config.dim
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> ModalityEmbedding:
-        x = self.cnn(features.transpose(1, 2).unsqueeze(1))  # [B, C, F', T']
-        seq = self.proj(x.mean(dim=2).transpose(1, 2))  # [B, T', D]
+        """Padded frames are zeroed after every block, so that a convolution at the end of a clip sees the
+        same zeros as its own padding gives a clip alone: an example's embedding does not depend on the
+        length of the others in its batch."""
+        x = features.transpose(1, 2).unsqueeze(1)  # [B, 1, F, T]
         lengths = mask.sum(1)
-        out_len = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor").clamp(min=1, max=seq.shape[1])
+        for layer in self.cnn:
+            if isinstance(layer, nn.MaxPool2d):
+                valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+                x = x * valid[:, None, None, :].to(x.dtype)
+                lengths = torch.div(lengths + 1, 2, rounding_mode="floor")  # ceil_mode pooling by 2
+            x = layer(x)
+        seq = self.proj(x.mean(dim=2).transpose(1, 2))  # [B, T', D]
+        out_len = lengths.clamp(min=1, max=seq.shape[1])
         seq_mask = torch.arange(seq.shape[1], device=seq.device)[None, :] < out_len[:, None]
         mean = masked_mean(seq, seq_mask)
         var = masked_mean((seq - mean.unsqueeze(1)) ** 2, seq_mask)
@@ -197,10 +206,16 @@ class HFAudioEncoder(Encoder):
         return self.model
 
     def forward(self, waveform: torch.Tensor, attention_mask: torch.Tensor) -> ModalityEmbedding:
-        out = self.model(waveform, attention_mask=attention_mask.long() if self.pass_mask else None)
-        hidden = out.last_hidden_state
-        lengths = self.model._get_feat_extract_output_lengths(attention_mask.sum(1))
-        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
+        lengths = attention_mask.sum(1)
+        if self.pass_mask:
+            hidden = self.model(waveform, attention_mask=attention_mask.long()).last_hidden_state
+        else:
+            # A group-norm front end (wav2vec2-base) normalises over the whole padded waveform and takes no
+            # mask, so padding would change every frame: each clip runs alone, at its own length.
+            outs = [self.model(waveform[i:i + 1, :int(n)]).last_hidden_state[0] for i, n in enumerate(lengths.tolist())]
+            hidden, _ = pad_stack(outs)
+        out_len = self.model._get_feat_extract_output_lengths(lengths)
+        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < out_len[:, None]
         return ModalityEmbedding(hidden, mask, masked_mean(hidden, mask))
 
     def save_assets(self, directory: Path, relative: str) -> dict[str, Any]:
@@ -309,7 +324,7 @@ class AcousticProcessor(WaveformProcessor):
         if example.audio is None:
             return None
         # Kept per file version (a replaced file is recomputed); in-memory inputs are not kept.
-        key = tuple(file_identity(example.audio)) if isinstance(example.audio, str) else None
+        key = tuple(file_identity(example.audio)) if is_path(example.audio) else None
         if key is None or key not in self._features:
             wav = self.load(example)
             feats = acoustic_functionals(wav.numpy(), self.sample_rate, self.config)

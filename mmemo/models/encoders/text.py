@@ -15,6 +15,8 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example, Turn
+from mmemo.data.text import is_valid_unicode
+from mmemo.errors import MediaError
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
 from mmemo.models.encoders.hf import load_hf_model, resolve_checkpoint
 from mmemo.registry import register_encoder
@@ -140,8 +142,19 @@ class TextProcessor(Processor):
         return {"input_ids": torch.tensor(ids, dtype=torch.long), "target_mask": target_mask}
 
     def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:
-        if example.text is None or not example.text.strip():
+        """Token ids of the utterance in its context; None without text. An empty utterance, or text that is
+        not valid Unicode (a lone surrogate, as undecodable bytes on a command line become), is unusable
+        input: a ``MediaError``, counted in the media report in training and a warning in ``predict``."""
+        if example.text is None:
             return None
+        if not example.text.strip():
+            raise MediaError("text", "empty text")
+        for what, value in (("text", example.text), ("speaker", example.speaker),
+                            *((f"context turn {i + 1}", t.text) for i, t in enumerate(example.context_before)),
+                            *((f"following turn {i + 1}", t.text) for i, t in enumerate(example.context_after))):
+            if value is not None and not is_valid_unicode(value):
+                raise MediaError("text", "not valid Unicode", f"the {what} holds a lone surrogate; text must be a str "
+                                 "of valid Unicode")
         return self.encode(example.text, example.speaker, example.context_before, example.context_after)
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
