@@ -394,6 +394,14 @@ def _resolve_path(path: str, base_dir: Path) -> str:
     return str(candidate) if candidate.exists() else str(p)
 
 
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """`` at line L, column C: problem`` from a YAML error, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: {problem}"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
     """Load a YAML config (or defaults when ``path`` is None) and apply overrides."""
     data: dict = {}
@@ -407,7 +415,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{path}: not valid YAML{_yaml_where(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         base_dir = path.parent
