@@ -49,6 +49,7 @@ from mmemo.data.media import (
     describe,
     is_audio_pair,
     is_path,
+    is_url,
     media_duration,
 )
 from mmemo.errors import InputError
@@ -256,6 +257,8 @@ def _check_format(example: Example, modality: str) -> None:
     source = getattr(example, field_name)
     if not is_path(source):
         return
+    if is_url(source):
+        raise MediaError(source, "URLs are not read", "download the file first")
     suffix = Path(source).suffix.lower()
     allowed = READABLE_SUFFIXES[field_name]
     if suffix not in allowed:

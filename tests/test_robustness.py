@@ -94,13 +94,15 @@ def _media_cases(d: Path) -> dict[str, tuple[dict, str]]:
         "directory as a path": ({"audio": str(d / "folder.wav")}, r"folder.wav: not a file"),
         "URL": ({"video": "https://example.com/clip.mp4"},
                 r"https://example.com/clip.mp4: URLs are not read \(download the file first\)"),
+        "URL without a file extension": ({"audio": "s3://bucket/calls/0001"},
+                                         r"s3://bucket/calls/0001: URLs are not read \(download the file first\)"),
         "text of lone surrogates": ({"text": "caf\udce9"}, r"text: not valid Unicode .*text must be a str of valid Unicode"),
         "empty text": ({"text": "   "}, r"text: text: empty text"),
     }
 
 
 CASES = ["corrupt clip", "truncated clip", "audio-less clip", "frame-less clip", "silent audio", "empty audio", "NaN audio",
-         "directory as a path", "URL", "text of lone surrogates", "empty text"]
+         "directory as a path", "URL", "URL without a file extension", "text of lone surrogates", "empty text"]
 
 
 @pytest.mark.parametrize("case", CASES)
