@@ -2,6 +2,7 @@
 
     python scripts/bench/fusion.py                      # every registered fusion, default configs
     python scripts/bench/fusion.py --dim 128 --threads 2 --missing 0.3
+    python scripts/bench/fusion.py --fusions cross_attention bottleneck --profile   # which kernel runs
     PYTHONPATH=/tmp/mmsa python scripts/bench/fusion.py --workload mmsa-mosi --mmsa
 
 ``demo`` (the default): a synthetic batch shaped like real encoder outputs (MiniLM text tokens, log-mel
@@ -198,6 +199,30 @@ def build_fusion(name: str, fields: dict, input_dims: dict[str, int]) -> Fusion:
     return create_fusion(config, input_dims=input_dims, modalities=list(input_dims))
 
 
+PROFILE_GROUPS = {  # what one training step spends its time on, by ATen operator (self CPU time)
+    "linear layers": ("aten::mm", "aten::addmm"),
+    "attention": ("aten::bmm", "aten::_softmax", "aten::_softmax_backward_data", "aten::_safe_softmax",
+                  "aten::_scaled_dot_product_flash_attention_for_cpu",
+                  "aten::_scaled_dot_product_flash_attention_for_cpu_backward"),
+    "dropout masks (RNG)": ("aten::bernoulli_",),
+}
+
+
+def profile_step(name: str, step: Callable[[], object]) -> str:
+    """One step under the profiler: which attention kernel ran, and the time per group of operators."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    self_us: dict[str, float] = {}
+    for event in prof.key_averages():
+        self_us[event.key] = self_us.get(event.key, 0.0) + event.self_cpu_time_total
+    total = sum(self_us.values())
+    kernels = sorted(k for k in self_us if k.startswith("aten::_scaled_dot_product"))
+    shares = {group: sum(self_us.get(op, 0.0) for op in ops) for group, ops in PROFILE_GROUPS.items()}
+    shares["everything else"] = total - sum(shares.values())
+    parts = ", ".join(f"{group} {us / 1e3:.0f} ms ({us / total:.0%})" for group, us in shares.items())
+    return f"{name}: attention kernels {kernels or ['none']}; {parts}"
+
+
 # --------------------------------------------------------------------------------------------------
 # demo workload: every fusion in one process, interleaved
 # --------------------------------------------------------------------------------------------------
@@ -250,6 +275,11 @@ def demo(args: argparse.Namespace) -> None:
             elapsed = step(models[name])
             if i >= args.warmup:
                 times[name].append(elapsed)
+
+    if args.profile:
+        for name in names:
+            if name.removesuffix(BASELINE) in BASELINES:
+                print(profile_step(name, lambda name=name: step(models[name])))
 
     best = {name: min(ts) for name, ts in times.items()}
     shape = ", ".join(f"{m} {t}x{w}" for m, (t, w) in SHAPES.items())
@@ -415,6 +445,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed steps per model (demo: 20, mmsa-mosi: 3)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (demo: 3, mmsa-mosi: 1)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true",
+                        help="demo: profile one step of each sequence fusion (kernels, time per operator group)")
     parser.add_argument("--mmsa", action="store_true", help="mmsa-mosi: also time MMSA 2.2.1's own MulT")
     parser.add_argument("--no-baseline", action="store_true", help="mmsa-mosi: skip the pre-#47 versions (slow)")
     parser.add_argument("--fusion-fields", type=json.loads, default={},

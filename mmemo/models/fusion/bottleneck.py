@@ -54,6 +54,10 @@ class BottleneckFusion(Fusion):
     Missing modalities: an absent stream is left out of the bottleneck mean and of the CLS mean, so
     it contributes nothing; CLS and bottleneck tokens are always valid keys, so no attention row is
     ever empty.
+
+    Each stream stays packed (``attention.py``): per example ``[CLS; valid tokens]``, plus the
+    bottleneck tokens in fusion layers, so padding is never computed and attention runs unmasked in
+    PyTorch's fused kernels.
     """
 
     def __init__(self, config: BottleneckConfig, input_dims: dict[str, int], modalities: list[str]):

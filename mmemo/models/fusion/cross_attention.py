@@ -63,6 +63,9 @@ class CrossAttentionFusion(Fusion):
     Missing modalities: an absent source is masked out of the attention (the block keeps only its
     feed-forward on the target), and an absent target is replaced by a learned "missing" vector, as
     in ``concat``. A model of one modality has no cross-modal blocks, only its self-attention layers.
+
+    Tokens stay packed (``attention.py``): padding is never computed, and each example's attention
+    runs in PyTorch's fused kernels, so no attention matrix is kept for backward.
     """
 
     def __init__(self, config: CrossAttentionConfig, input_dims: dict[str, int], modalities: list[str]):
