@@ -28,6 +28,7 @@ of MOSI's layout that this script writes from random numbers; its step is its tr
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import pickle
 import resource
@@ -364,13 +365,25 @@ def child_mmsa(path: Path) -> tuple[nn.Module, Callable[[], None]]:
     return model, step
 
 
+def peak_rss() -> int:
+    """This process's peak resident set size in bytes: VmHWM, which, unlike ``ru_maxrss``, does not
+    inherit the parent's size through fork and exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(args: argparse.Namespace) -> None:
     """Time one model's training step on the pickled batch; print a JSON line."""
     torch.set_num_threads(args.threads)
     path = Path(args.data)
     if args.child == "idle":  # the process without any model: Python, torch, the batch
         pickle.loads(path.read_bytes())
-        print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+        print(json.dumps({"peak_rss": peak_rss()}))
         return
     if args.child == "MMSA MulT":
         model, step = child_mmsa(path)
@@ -383,14 +396,12 @@ def child(args: argparse.Namespace) -> None:
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     print(json.dumps({"times": times, "params": sum(p.numel() for p in model.parameters()),
-                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                      "peak_rss": peak_rss()}))
 
 
 def mmsa_importable() -> bool:
-    try:
-        import MMSA  # noqa: F401
-    except ImportError as error:
-        print(f"--mmsa: MMSA is not importable ({error}); see this script's docstring", file=sys.stderr)
+    if importlib.util.find_spec("MMSA") is None:
+        print("--mmsa: MMSA is not importable; see this script's docstring", file=sys.stderr)
         return False
     return True
 
