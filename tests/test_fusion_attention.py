@@ -160,8 +160,11 @@ def kernels(fusion: nn.Module) -> set[str]:
     return {e.name for e in prof.events() if "scaled_dot_product" in e.name}
 
 
+@pytest.mark.parametrize("path", ["per_example", "batched"])
 @pytest.mark.parametrize("name", SEQUENCE_FUSIONS)
-def test_training_on_cpu_runs_the_flash_kernel_unless_attention_weights_drop_out(name):
+def test_training_on_cpu_runs_the_flash_kernel_unless_attention_weights_drop_out(name, path, monkeypatch):
+    if path == "batched":  # padded, with a boolean key mask: the flash CPU kernel takes it too
+        monkeypatch.setattr(attention, "attend", functools.partial(attention.attend, per_example=False))
     fast = small(name, dropout=0.1).train()  # dropout elsewhere than on attention weights is fine
     assert {"aten::_scaled_dot_product_flash_attention_for_cpu",
             "aten::_scaled_dot_product_flash_attention_for_cpu_backward"} <= kernels(fast)
