@@ -85,7 +85,7 @@ class Concatenation:
 
     segments: Segments
     gather: torch.Tensor  # row of the result -> row of torch.cat(parts)
-    parts: tuple[torch.Tensor, ...]  # for each part, its rows' indices in the result
+    destinations: tuple[torch.Tensor, ...]  # for each part, its rows' indices in the result
 
     @staticmethod
     def of(parts: list[Segments], device: torch.device) -> Concatenation:
@@ -104,10 +104,12 @@ class Concatenation:
         return Concatenation(result, gather, tuple(destinations))
 
     def join(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The packed tensors of the parts, in the order given to ``of``, joined per example."""
         return torch.cat(tensors).index_select(0, self.gather)
 
     def take(self, x: torch.Tensor, part: int) -> torch.Tensor:
-        return x.index_select(0, self.parts[part])
+        """The rows of part ``part`` of a joined tensor, packed again."""
+        return x.index_select(0, self.destinations[part])
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_segments: Segments, kv_segments: Segments,
