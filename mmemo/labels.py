@@ -57,6 +57,16 @@ class LabelSet:
         return f"LabelSet({self.name}: {', '.join(self.names)})"
 
 
+def register_label_set(name: str, labels: Sequence[str]) -> None:
+    """Make ``label_set: name`` mean ``labels`` (in this order, the head's): a reader of a new corpus declares
+    its classes here. Registering another order under a name that exists is an error."""
+    labels = tuple(str(label) for label in labels)
+    if name in LABEL_SETS and LABEL_SETS[name] != labels:
+        raise LabelError(f"label set {name} is already {list(LABEL_SETS[name])}")
+    LabelSet(labels, name)  # checks for duplicates
+    LABEL_SETS[name] = labels
+
+
 def get_label_set(name: str | None = None, labels: Iterable[str] | None = None) -> LabelSet:
     if labels:
         return LabelSet(list(labels), name or "custom")

@@ -9,7 +9,7 @@ import mmemo.training.trainer as trainer_module
 from mmemo.ablation import modality_combinations, write_report
 from mmemo.cli import main
 from mmemo.config import MODALITIES, ConfigError, load_config
-from mmemo.data.sources import load_splits
+from mmemo.data.loading import load_splits
 from mmemo.registry import FUSIONS
 from tests.conftest import tiny_config
 

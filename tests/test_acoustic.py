@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mmemo.config import DataConfig, load_config
-from mmemo.data.cache import encoder_fingerprint
+from mmemo.training.cache import encoder_fingerprint
 from mmemo.data.examples import Example, Splits
-from mmemo.data.manifest import read_manifest
+from mmemo.data.readers.manifest import read_manifest
 from mmemo.data.media import load_audio
 from mmemo.labels import get_label_set
 from mmemo.models.encoders.audio import (

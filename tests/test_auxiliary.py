@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from mmemo.config import ConfigError, load_config
-from mmemo.data.emorynlp import parse_speakers, read_emorynlp
-from mmemo.data.meld import read_meld_csv
-from mmemo.data.sources import episode, load_splits
+from mmemo.data.readers.emorynlp import parse_speakers, read_emorynlp
+from mmemo.data.readers.meld import read_meld_csv
+from mmemo.data.loading import episode, load_splits
 from mmemo.data.tables import DataError
 from mmemo.labels import IGNORE, LABEL_SETS, LabelError
 from mmemo.models.model import EmotionModel

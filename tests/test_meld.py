@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mmemo.data.context import attach_context
-from mmemo.data.meld import parse_timestamp, read_meld, read_meld_csv
+from mmemo.data.readers.meld import parse_timestamp, read_meld, read_meld_csv
 from mmemo.data.tables import DataError
 from mmemo.data.text import fix_text
 

@@ -21,12 +21,12 @@ from PIL import Image
 
 from mmemo.cli import main
 from mmemo.config import load_config
-from mmemo.data.cache import example_key
+from mmemo.training.cache import example_key
 from mmemo.data.demo import make_frames, make_voice, write_clip
 from mmemo.data.examples import Example, Splits
-from mmemo.data.manifest import read_manifest_file
+from mmemo.data.readers.manifest import read_manifest_file
 from mmemo.data.media import read_image
-from mmemo.data.sources import load_splits
+from mmemo.data.loading import load_splits
 from mmemo.data.tables import read_table
 from mmemo.errors import CheckpointError, ConfigError, DataError, InputError
 from mmemo.inference import EmotionRecognizer
@@ -360,7 +360,7 @@ def test_in_memory_media_are_keyed_by_content_and_each_trains_on_its_own_embeddi
     for m in ("audio", "vision"):
         cfg["model"]["encoders"][m]["freeze"] = True
     config = load_config(None, cfg)
-    with caplog.at_level(logging.INFO, logger="mmemo.data.cache"):
+    with caplog.at_level(logging.INFO, logger="mmemo.training.cache"):
         result = train(config, run_dir=tmp_path / "run", splits=Splits({"train": examples, "dev": examples[:4]}),
                        label_set=get_label_set("meld7"))
     assert result.media_issues == {}

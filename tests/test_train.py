@@ -6,7 +6,7 @@ import torch
 
 from mmemo.config import load_config
 from mmemo.data.dataset import Collator, EmotionDataset
-from mmemo.data.sources import load_splits
+from mmemo.data.loading import load_splits
 from mmemo.data.tables import DataError
 from mmemo.inference import EmotionRecognizer
 from mmemo.labels import LabelError

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmemo.cli import main
 from mmemo.config import ConfigError, load_config
-from mmemo.data.meld import read_meld_csv
+from mmemo.data.readers.meld import read_meld_csv
 from mmemo.data.tables import DataError
 from mmemo.errors import CheckpointError
 from mmemo.labels import LabelError

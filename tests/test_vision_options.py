@@ -232,8 +232,8 @@ def test_hog_linear_config_is_a_logistic_regression_on_the_histograms(shared_dat
     """configs/faces/hog_linear.yaml on real face images: nothing trainable but the head's Linear on the
     8100 histograms, an L2 penalty, and the final epoch kept."""
     from mmemo.data.examples import Splits
-    from mmemo.data.manifest import read_manifest
-    from mmemo.data.sources import apply_labels
+    from mmemo.data.readers.manifest import read_manifest
+    from mmemo.data.loading import apply_labels
     from mmemo.labels import get_label_set
 
     repo = Path(__file__).resolve().parents[1]

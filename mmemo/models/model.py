@@ -95,7 +95,7 @@ class EmotionModel(nn.Module):
         """Run each encoder on the examples that have its modality only, then scatter to the batch.
 
         ``inputs[m]`` may already be the encoder's output (a ``ModalityEmbedding`` read from the embedding
-        cache of a frozen encoder, ``mmemo.data.cache``); it is used as is."""
+        cache of a frozen encoder, ``mmemo.training.cache``); it is used as is."""
         batch_size = present.shape[0]
         out = {}
         for i, m in enumerate(self.modalities):

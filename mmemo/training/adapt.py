@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmemo.config import Config, ConfigError
-from mmemo.data.sources import load_splits
+from mmemo.data.loading import load_splits
 from mmemo.errors import MediaError
 from mmemo.training.sampling import bucketed_order
 

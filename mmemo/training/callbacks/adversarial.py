@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from mmemo.errors import ConfigError
+from mmemo.training.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from mmemo.training.trainer import Trainer
 
 
 class FastGradientMethod:
@@ -55,3 +62,32 @@ class FastGradientMethod:
             with torch.no_grad():
                 for weight, original in saved:
                     weight.copy_(original)
+
+
+class AdversarialTraining(Callback):
+    """``train.adversarial_epsilon``: after the batch's backward pass, the loss at the worst nearby token
+    embeddings (FGM) is backpropagated into the same gradients. One more forward and backward pass a step."""
+
+    def __init__(self, epsilon: float):
+        self.epsilon = epsilon
+        self.fgm: FastGradientMethod | None = None
+        self._before: list[torch.Tensor | None] | None = None
+
+    def setup(self, trainer: Trainer) -> None:
+        encoders = trainer.unwrapped.encoders
+        embeddings = [w for enc in encoders.values() if (w := enc.token_embeddings()) is not None]
+        if not embeddings:
+            raise ConfigError(
+                f"train.adversarial_epsilon: perturbs trainable token embeddings, and none of the encoders of "
+                f"{list(encoders)} has them (it needs an hf_text encoder whose embeddings are not frozen by freeze "
+                "or freeze_token_embeddings)")
+        self.fgm = FastGradientMethod(embeddings, self.epsilon)
+
+    def on_before_backward(self, trainer: Trainer, batch: dict[str, Any]) -> None:
+        self._before = self.fgm.gradients()
+
+    def on_after_backward(self, trainer: Trainer, batch: dict[str, Any]) -> None:
+        with self.fgm.perturbed(self._before) as moved:
+            if moved:
+                trainer.backward(trainer.compute_loss(batch))
+        self._before = None

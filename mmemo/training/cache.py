@@ -52,11 +52,10 @@ from mmemo.data.dataset import Collator, EmotionDataset
 from mmemo.data.examples import Example
 from mmemo.data.media import MediaError, media_identity
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, pad_stack
+from mmemo.models.model import EmotionModel
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
-
-    from mmemo.models.model import EmotionModel
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,44 @@ not code. Media paths are relative to the manifest's folder unless absolute.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
+from mmemo.config import DataConfig
 from mmemo.data.examples import Example, Splits
 from mmemo.data.media import is_url
-from mmemo.data.tables import DataError, read_table
+from mmemo.data.tables import read_table
+from mmemo.errors import ConfigError, DataError
+from mmemo.registry import register_reader
 
 MANIFEST_FIELDS = ("id", "text", "audio", "video", "image", "label", "speaker", "dialogue", "utterance")
 MEDIA_FIELDS = ("audio", "video", "image")
+
+
+@dataclass
+class ManifestConfig(DataConfig):
+    """A CSV or JSONL table of examples; media paths inside it are relative to its own folder."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("path", "paths")
+
+    source: str = "manifest"
+    path: str | None = None  # one table holding every split (see split_column and splits)
+    paths: dict[str, str] = field(default_factory=dict)  # or one table per split: {train: a.csv, dev: b.csv}
+    # field -> column, for fields named otherwise in the table; fields: id, text, audio, video, image, label,
+    # speaker, dialogue, utterance (a column named like a field needs no entry)
+    columns: dict[str, str] = field(default_factory=dict)
+    split_column: str | None = None  # the column saying which split a row is in (with path)
+    splits: dict[str, list[str]] = field(default_factory=dict)  # split -> values of split_column; default: as written
+
+    def validate(self, key: str) -> None:
+        if not self.path and not self.paths:
+            raise ConfigError(f"{key}: a manifest needs path (one table) or paths (one table per split)")
+        if self.path and self.paths:
+            raise ConfigError(f"{key}: set either path or paths, not both")
+        for f in self.columns:
+            if f not in MANIFEST_FIELDS:
+                raise ConfigError(f"{key}.columns.{f}: unknown field; allowed: {', '.join(MANIFEST_FIELDS)}")
 
 
 def _resolve(base: Path, value: str) -> str | None:
@@ -125,3 +155,9 @@ def read_manifest(
     for name in splits or {}:
         out.setdefault(name, [])
     return Splits(out)
+
+
+@register_reader("manifest", config=ManifestConfig)
+def read(config: ManifestConfig) -> Splits:
+    """A CSV or JSONL table of text, media paths and labels, one table or one per split."""
+    return read_manifest(config.path, config.paths, config.columns, config.split_column, config.splits)

@@ -8,12 +8,28 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from mmemo.config import DataConfig
 from mmemo.data.examples import Example, Splits
-from mmemo.data.tables import DataError, read_table
+from mmemo.data.tables import read_table
+from mmemo.errors import DataError
+from mmemo.registry import register_reader
 
 log = logging.getLogger(__name__)
+
+@dataclass
+class MeldConfig(DataConfig):
+    """MELD.Raw: ``root`` holds the three CSVs and the clip folders (directly or one level down)."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("root",)
+
+    source: str = "meld"
+    root: str = "data/MELD.Raw"  # the folder with train_sent_emo.csv, dev_sent_emo.csv, test_sent_emo.csv and the clips
+    label_column: str | None = None  # default: Emotion (Sentiment with label_set meld_sentiment)
+
 
 SPLITS = {
     "train": ("train_sent_emo.csv", "train_splits"),
@@ -104,3 +120,10 @@ def read_meld(root: str | Path, label_column: str = "Emotion", splits: tuple[str
     if not out:
         raise DataError(f"{root}: no MELD CSV found (expected {', '.join(v[0] for v in SPLITS.values())})")
     return Splits(out)
+
+
+@register_reader("meld", config=MeldConfig)
+def read(config: MeldConfig) -> Splits:
+    """MELD.Raw (Poria et al., ACL 2019): three CSVs and dia{D}_utt{U}.mp4 clips; text-only with the CSVs alone."""
+    column = config.label_column or ("Sentiment" if config.label_set == "meld_sentiment" else "Emotion")
+    return read_meld(config.root, label_column=column)

@@ -7,11 +7,28 @@ A dialogue is one scene of one episode; speakers are written as a Python list (`
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from mmemo.config import DataConfig
 from mmemo.data.examples import Example, Splits
-from mmemo.data.meld import parse_timestamp
-from mmemo.data.tables import DataError, read_table
+from mmemo.data.readers.meld import parse_timestamp
+from mmemo.data.tables import read_table
+from mmemo.errors import DataError
+from mmemo.registry import register_reader
+
+
+@dataclass
+class EmoryNLPConfig(DataConfig):
+    """EmoryNLP: ``root`` holds emorynlp_{train,dev,test}_final.csv."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("root",)
+
+    source: str = "emorynlp"
+    root: str = "data/emorynlp"  # the folder with emorynlp_train_final.csv, emorynlp_dev_final.csv, ...
+    label_set: str = "emorynlp7"
+
 
 SPLITS = {"train": "emorynlp_train_final.csv", "dev": "emorynlp_dev_final.csv", "test": "emorynlp_test_final.csv"}
 REQUIRED_COLUMNS = ("Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode")
@@ -62,3 +79,9 @@ def read_emorynlp(root: str | Path) -> Splits:
     if "train" not in out:
         raise DataError(f"{root}: {SPLITS['train']} not found")
     return Splits(out)
+
+
+@register_reader("emorynlp", config=EmoryNLPConfig)
+def read(config: EmoryNLPConfig) -> Splits:
+    """EmoryNLP (Zahiri & Choi, 2018): Friends scenes, seven emotions of its own, text only."""
+    return read_emorynlp(config.root)

@@ -1,18 +1,23 @@
-"""From a config to labelled examples per split: read the source, map labels, attach context."""
+"""From a config to labelled examples per split: the registered reader reads, labels are mapped and checked,
+auxiliary corpora join the train split, and dialogue context is attached (here, and nowhere else).
+
+The same path serves prediction over a manifest (``examples_to_predict``), so a model reads its inputs' context
+exactly as it was trained to.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
 
-from mmemo.config import Config, DataConfig
+from mmemo.config import Config, DataConfig, ModelConfig
 from mmemo.data.context import attach_context
-from mmemo.data.emorynlp import read_emorynlp
 from mmemo.data.examples import Example, Splits
-from mmemo.data.manifest import read_manifest
-from mmemo.data.meld import read_meld
-from mmemo.data.tables import DataError
+from mmemo.data.readers.manifest import read_manifest_file
+from mmemo.errors import DataError
 from mmemo.labels import LabelSet, get_label_set
+from mmemo.registry import READERS
 
 log = logging.getLogger(__name__)
 
@@ -22,18 +27,19 @@ def label_set_from_config(data: DataConfig) -> LabelSet:
 
 
 def read_source(data: DataConfig) -> Splits:
-    if data.source == "meld":
-        column = data.label_column or ("Sentiment" if data.label_set == "meld_sentiment" else "Emotion")
-        return read_meld(data.root, label_column=column)
-    if data.source == "emorynlp":
-        return read_emorynlp(data.root)
-    if data.source == "manifest":
-        m = data.manifest
-        columns = dict(m.columns)
-        if data.label_column:
-            columns["label"] = data.label_column
-        return read_manifest(m.path, m.paths, columns, m.split_column, m.splits)
-    raise DataError(f"data.source: unknown source '{data.source}'")
+    """The examples of every split the configured reader finds, labels as written."""
+    return READERS.get(data.source).obj(data)
+
+
+def context_window(model: ModelConfig) -> tuple[int, int]:
+    """How many turns before and after the utterance the text encoder reads (0, 0 without text)."""
+    text = model.encoders.get("text") if "text" in model.modalities else None
+    return getattr(text, "context_turns", 0), getattr(text, "future_turns", 0)
+
+
+def with_context(examples: list[Example], model: ModelConfig) -> list[Example]:
+    """Copies of ``examples`` with the dialogue context the model's text encoder reads."""
+    return attach_context(examples, *context_window(model))
 
 
 def apply_labels(examples: list[Example], label_set: LabelSet, label_map: dict[str, str | None], split: str) -> list[Example]:
@@ -59,26 +65,32 @@ def apply_labels(examples: list[Example], label_set: LabelSet, label_map: dict[s
 
 
 def load_splits(config: Config) -> tuple[Splits, LabelSet]:
-    """Examples for every split the source has, labels checked, dialogue context attached."""
+    """Examples for every split the source has, labels checked, auxiliary corpora joined, context attached."""
     data = config.data
     label_set = label_set_from_config(data)
     splits = read_source(data)
-    text_cfg = config.model.encoders.get("text") if "text" in config.model.modalities else None
-    past = getattr(text_cfg, "context_turns", 0) if text_cfg is not None else 0
-    future = getattr(text_cfg, "future_turns", 0) if text_cfg is not None else 0
-    out = {}
-    for name, examples in splits.splits.items():
-        examples = apply_labels(examples, label_set, data.label_map, name)
-        examples = attach_context(examples, past, future)
-        if data.max_examples is not None:
-            examples = examples[: data.max_examples]
-        out[name] = examples
+    corpora: dict[str, list[Example]] = {name: apply_labels(examples, label_set, data.label_map, name)
+                                         for name, examples in splits.splits.items()}
+    auxiliary: list[list[Example]] = []
     if data.auxiliary:
-        held_out = {episode(ex) for name, examples in splits.splits.items() if name != "train" for ex in examples}
+        held_out = {episode(ex) for name, examples in corpora.items() if name != "train" for ex in examples}
         held_out.discard(None)
-        for name, aux in data.auxiliary.items():
-            out["train"] = out.get("train", []) + load_auxiliary(name, aux, held_out, past, future, label_set)
+        auxiliary = [auxiliary_examples(name, aux, held_out, label_set) for name, aux in data.auxiliary.items()]
+    out = {}
+    for name, examples in corpora.items():
+        examples = with_context(examples, config.model)
+        out[name] = examples[: data.max_examples] if data.max_examples is not None else examples
+    for aux, extra in zip(data.auxiliary.values(), auxiliary):
+        extra = with_context(extra, config.model)
+        out["train"] = out.get("train", []) + (extra[: aux.max_examples] if aux.max_examples is not None else extra)
     return Splits(out), label_set
+
+
+def examples_to_predict(path: str | Path, config: Config, columns: dict[str, str] | None = None) -> list[Example]:
+    """Every row of a CSV/JSONL manifest as an example to predict on (no label needed), with the dialogue
+    context the model reads."""
+    examples = [ex for _, ex in read_manifest_file(path, columns, require_label=False)]
+    return with_context(examples, config.model)
 
 
 def episode(ex: Example) -> tuple[int, int] | None:
@@ -89,8 +101,7 @@ def episode(ex: Example) -> tuple[int, int] | None:
         return None
 
 
-def load_auxiliary(name: str, data: DataConfig, held_out: set, past: int, future: int,
-                   main_labels: LabelSet | None = None) -> list[Example]:
+def auxiliary_examples(name: str, data: DataConfig, held_out: set, main_labels: LabelSet | None = None) -> list[Example]:
     """The train split of auxiliary corpus ``name`` (``data.auxiliary``), its labels moved to ``meta[name]``:
     the target of that corpus's own head. Its examples carry no emotion label, so the emotion head's loss
     skips them, except those whose label ``data.main_label_map`` maps onto one of ``main_labels``. Those from
@@ -113,5 +124,4 @@ def load_auxiliary(name: str, data: DataConfig, held_out: set, past: int, future
         ex.label = main_labels.names[main_labels.index(main, where=f"{where}.main_label_map")] if main else None
         ex.id = f"{name}/{ex.id}"
         ex.dialogue_id = f"{name}/{ex.dialogue_id}" if ex.dialogue_id is not None else None
-    kept = attach_context(kept, past, future)
-    return kept[: data.max_examples] if data.max_examples is not None else kept
+    return kept
