@@ -135,10 +135,10 @@ def test_acoustic_encoder_trains_in_a_tiny_run(emodb, tmp_path):
 
 
 def test_linear_config_makes_the_model_a_logistic_regression_on_the_functionals(emodb, tmp_path):
-    """configs/emodb/acoustic_linear.yaml: no encoder layers, no fusion layers, an L2 penalty, the last epoch kept."""
+    """scripts/bench/configs/emodb/acoustic_linear.yaml: no encoder layers, no fusion layers, an L2 penalty, the last epoch kept."""
     label_set = get_label_set("emodb7")
     splits = Splits({"train": _pick(emodb, "03", 16) + _pick(emodb, "16", 16), "dev": _pick(emodb, "11", 8)})
-    config = load_config(REPO / "configs/emodb/acoustic_linear.yaml",
+    config = load_config(REPO / "scripts/bench/configs/emodb/acoustic_linear.yaml",
                          ["train.epochs=3", "train.progress=false", "train.eval_test=false"])
     trainer = Trainer(config, run_dir=tmp_path / "run", splits=splits, label_set=label_set)
     model = trainer.unwrapped

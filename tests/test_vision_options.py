@@ -229,7 +229,7 @@ def test_hog_encoder_learns_stripe_direction_from_image_files(tmp_path):
 
 
 def test_hog_linear_config_is_a_logistic_regression_on_the_histograms(shared_data, tmp_path):
-    """configs/faces/hog_linear.yaml on real face images: nothing trainable but the head's Linear on the
+    """scripts/bench/configs/faces/hog_linear.yaml on real face images: nothing trainable but the head's Linear on the
     8100 histograms, an L2 penalty, and the final epoch kept."""
     from mmemo.data.examples import Splits
     from mmemo.data.readers.manifest import read_manifest
@@ -241,7 +241,7 @@ def test_hog_linear_config_is_a_logistic_regression_on_the_histograms(shared_dat
     label_set = get_label_set("faces8")
     columns = {"image": "image", "label": "emotion", "speaker": "identity"}
     examples = apply_labels(read_manifest(manifest, columns=columns)["train"], label_set, {}, "all")[:24]
-    config = load_config(repo / "configs/faces/hog_linear.yaml",
+    config = load_config(repo / "scripts/bench/configs/faces/hog_linear.yaml",
                          [f"data.manifest.path={manifest}", "train.epochs=2", "train.progress=false", "train.eval_test=false"])
     trainer = Trainer(config, run_dir=tmp_path / "run", splits=Splits({"train": examples[:16], "dev": examples[16:]}),
                       label_set=label_set)

@@ -47,7 +47,7 @@ from mmemo.training.metrics import compute_metrics
 from mmemo.training.trainer import Trainer
 
 COLUMNS = {"image": "image", "label": "emotion", "speaker": "identity"}
-CONFIGS = REPO / "configs" / "faces"
+CONFIGS = REPO / "scripts" / "bench" / "configs" / "faces"
 # method -> (config, overrides); HOG works on luma, so it has no colour variant
 METHODS = {
     "colour": (CONFIGS / "resnet18.yaml", ["model.encoders.vision.grayscale=false"]),
@@ -161,9 +161,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED_DATA / "facial_expressions"))
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-                        help="colour/greyscale: configs/faces/resnet18.yaml; colour refit/greyscale refit: "
-                             "configs/faces/resnet18_refit.yaml; "
-                             "hog: configs/faces/hog.yaml; hog linear: configs/faces/hog_linear.yaml")
+                        help="in scripts/bench/configs/faces/: colour/greyscale: resnet18.yaml; "
+                             "colour refit/greyscale refit: resnet18_refit.yaml; hog: hog.yaml; hog linear: hog_linear.yaml")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench" / "faces"))

@@ -37,10 +37,10 @@ from mmemo.labels import get_label_set
 from mmemo.training.trainer import Trainer
 
 VARIANTS = {  # name -> (config, overrides)
-    "acoustic": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=false"]),
-    "acoustic+spk": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=true"]),
-    "acoustic+spk linear": ("configs/emodb/acoustic_linear.yaml", []),
-    "logmel_cnn": ("configs/emodb/logmel_cnn.yaml", []),
+    "acoustic": ("scripts/bench/configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=false"]),
+    "acoustic+spk": ("scripts/bench/configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=true"]),
+    "acoustic+spk linear": ("scripts/bench/configs/emodb/acoustic_linear.yaml", []),
+    "logmel_cnn": ("scripts/bench/configs/emodb/logmel_cnn.yaml", []),
 }
 DATASETS = {  # name -> (folder, label set, manifest columns)
     "emodb": ("emodb", "emodb7", {"audio": "file", "label": "emotion", "speaker": "speaker"}),

@@ -4,7 +4,7 @@ Wraps the accelerator's ``clip_grad_norm_`` to record the norm before clipping, 
 steps of a config (then its one dev evaluation), and prints the median norm and the share of clipped
 steps per window of steps. It says whether the clip is a rare guard or a per-step rescaling.
 
-    python scripts/bench/meld_text_grad_norms.py --steps 150 --window 50
+    PYTHONPATH=scripts/bench python experiments/meld_text/meld_text_grad_norms.py --steps 150 --window 50
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import statistics
 from pathlib import Path
 
 import torch
-from common import REPO, RESULTS, SHARED_DATA, environment, write_json
+from common import REPO, SHARED_DATA, environment, write_json
 
 from mmemo import load_config
+
+RESULTS = Path(__file__).resolve().parent / "results"  # this experiment's own results
 
 
 def main() -> None:

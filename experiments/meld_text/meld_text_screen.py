@@ -6,9 +6,9 @@ none starts after ``DEADLINE`` seconds, so that a run cut short by the machine's
 leaves every setting with the same seeds. The per-epoch lines of all runs are gathered into ``OUT``
 every 10 s.
 
-    python scripts/bench/meld_text_screen.py CHECKPOINT DATA RUNS OUT JOBS SEEDS DEADLINE [SETTINGS]
-    python scripts/bench/meld_text_screen.py /tmp/minilm ../shared/data/meld /tmp/screen screen.jsonl 10 10,11 230 base,random
-    python scripts/bench/meld_text_screen.py --summary scripts/bench/results/meld_text_gpu_screen*.jsonl
+    PYTHONPATH=scripts/bench python experiments/meld_text/meld_text_screen.py CHECKPOINT DATA RUNS OUT JOBS SEEDS DEADLINE [SETTINGS]
+    PYTHONPATH=scripts/bench python experiments/meld_text/meld_text_screen.py /tmp/minilm ../shared/data/meld /tmp/screen screen.jsonl 10 10,11 230 base,random
+    PYTHONPATH=scripts/bench python experiments/meld_text/meld_text_screen.py --summary scripts/bench/results/meld_text_gpu_screen*.jsonl
 
 Extra overrides for every run go in the environment variable ``SCREEN_EXTRA`` (space-separated).
 """

@@ -10,7 +10,7 @@ leave one speaker out, UAR from the confusion matrices summed over folds, classi
 Minibatches of 16, class-weighted cross-entropy, one-cycle cosine learning rate; the figure is the last
 epoch's (no selection). Mean over ``--seeds``.
 
-    python scripts/bench/speech_heads.py            # results/speech_heads.json
+    PYTHONPATH=scripts/bench python experiments/speech/speech_heads.py            # results/speech_heads.json
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import REPO, RESULTS, SHARED_DATA, mean_std, write_json
+from common import REPO, SHARED_DATA, mean_std, write_json
 from torch import nn
 
 from mmemo import load_config
@@ -31,6 +31,8 @@ from mmemo.data.manifest import read_manifest
 from mmemo.data.sources import apply_labels
 from mmemo.labels import get_label_set
 from mmemo.models.encoders.audio import AcousticProcessor
+
+RESULTS = Path(__file__).resolve().parent / "results"  # this experiment's own results
 
 # name -> (hidden layers, dropout, L2 coefficient, learning rate, epochs)
 TORCH_HEADS = {
@@ -46,7 +48,7 @@ TORCH_HEADS = {
 @functools.cache
 def features(data: Path, overrides: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-speaker standardised functionals, labels and speakers of every EmoDB clip (each setting once)."""
-    config = load_config(REPO / "configs/emodb/acoustic.yaml",
+    config = load_config(REPO / "scripts/bench/configs/emodb/acoustic.yaml",
                          ["data.manifest.split_column=null", "data.manifest.splits={}", *overrides])
     label_set = get_label_set("emodb7")
     columns = {"audio": "file", "label": "emotion", "speaker": "speaker"}
@@ -165,7 +167,7 @@ def main() -> None:
     parser.add_argument("--feature-choices", nargs="+", metavar="KEY=VALUE", default=[],
                         help="alternative acoustic settings (e.g. model.encoders.audio.n_mels=64 ...=128): logistic "
                              "regression on each, and on the one that inner leave-one-speaker-out picks per fold")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides of configs/emodb/acoustic.yaml")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides of scripts/bench/configs/emodb/acoustic.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -6,7 +6,7 @@ utterance of a dialogue (the run's fused embedding and logits per utterance, fro
 run itself and learns only a correction. Trained on MELD's training dialogues, each epoch scored on dev, the
 best epoch kept, as the runs themselves are selected.
 
-    python scripts/bench/meld_text_dialogue.py runs/bench/meld_text_emorynlp/seed0 ... [--logits-only]
+    PYTHONPATH=scripts/bench python experiments/meld_text/meld_text_dialogue.py runs/bench/meld_text_emorynlp/seed0 ... [--logits-only]
 
 The best of its epochs is selected on dev, but twenty evaluations of a noisy model give a higher best than
 five: the script also prints the gain at each fixed epoch, which no selection inflates.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, mean_std, write_json
+from common import mean_std, write_json
 from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader
@@ -34,6 +34,8 @@ from mmemo.data.sources import load_splits
 from mmemo.models.encoders.base import fit_processors
 from mmemo.models.model import EmotionModel
 from mmemo.training.sampling import bucketed_order, text_length
+
+RESULTS = Path(__file__).resolve().parent / "results"  # this experiment's own results
 
 
 def extract(run: Path, batch_size: int = 64) -> dict[str, dict[str, np.ndarray]]:

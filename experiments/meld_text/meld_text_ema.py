@@ -3,8 +3,8 @@ run per seed. The raw weights and an exponential moving average for each decay a
 after every epoch of the same run; since the average never feeds back into training, each column is
 what a run with that ``ema_decay`` reports (its best epoch on dev), at the cost of one training per seed.
 
-    python scripts/bench/meld_text_ema.py --seeds 0 1 2 --jobs 3 --threads 1 train.epochs=4
-    python scripts/bench/meld_text_ema.py --collect runs/bench/meld_text_ema/seed*   # tables from finished runs
+    PYTHONPATH=scripts/bench python experiments/meld_text/meld_text_ema.py --seeds 0 1 2 --jobs 3 --threads 1 train.epochs=4
+    PYTHONPATH=scripts/bench python experiments/meld_text/meld_text_ema.py --collect runs/bench/meld_text_ema/seed*   # tables from finished runs
 
 Each run folder gets ``ema_screen.jsonl`` (one line per epoch: dev weighted F1 of the raw weights and of
 each average); the summary goes to ``results/meld_text_ema.json``.
@@ -21,9 +21,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from common import REPO, RESULTS, SHARED_DATA, dev_history, fmt, mean_std, write_json
+from common import REPO, SHARED_DATA, dev_history, fmt, mean_std, write_json
 
 from mmemo import load_config
+
+RESULTS = Path(__file__).resolve().parent / "results"  # this experiment's own results
 
 DECAYS = [0.995, 0.99, 0.998]  # the first is the one the trainer keeps (saved in best/)
 

@@ -3,7 +3,7 @@ finished runs' dev predictions (``predictions_dev.csv``, one probability column 
 dev weighted F1, the average of every pair of models' probabilities, every configuration's seeds averaged,
 and all models averaged. Nothing is trained.
 
-    python scripts/bench/meld_text_ensemble.py runs/bench/meld_text_*/seed*
+    PYTHONPATH=scripts/bench python experiments/meld_text/meld_text_ensemble.py runs/bench/meld_text_*/seed*
 
 If averaging many models is no better than one, their errors are shared: the limit is in what the text
 and the model see, and a knob that moves one run by a few tenths cannot be told from seed noise.
@@ -17,8 +17,10 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, mean_std, write_json
+from common import mean_std, write_json
 from sklearn.metrics import f1_score
+
+RESULTS = Path(__file__).resolve().parent / "results"  # this experiment's own results
 
 
 def read_probabilities(run_dir: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:

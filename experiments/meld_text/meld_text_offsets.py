@@ -15,7 +15,7 @@ Two rules: ``prior``, one parameter τ (logit adjustment: subtract τ · log of 
 tuning labels; Menon et al., ICLR 2021), and ``per_class``, one offset per class (the largest class's fixed
 at 0), by coordinate ascent over a grid.
 
-    python scripts/bench/meld_text_offsets.py runs/bench/meld_text_emorynlp_seeds1011/seed*
+    PYTHONPATH=scripts/bench python experiments/meld_text/meld_text_offsets.py runs/bench/meld_text_emorynlp_seeds1011/seed*
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, mean_std, write_json
+from common import mean_std, write_json
 from meld_text_ensemble import read_probabilities
+
+RESULTS = Path(__file__).resolve().parent / "results"  # this experiment's own results
 
 PRIOR_GRID = np.round(np.arange(-1.0, 2.001, 0.05), 2)
 OFFSET_GRID = np.round(np.arange(-2.0, 2.001, 0.1), 2)
