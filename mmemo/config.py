@@ -194,14 +194,15 @@ class Config:
 # --------------------------------------------------------------------------------------------------
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A type annotation as a user reads it: ``int | null``, ``list[str]``, ``'ce' | 'focal'``."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
     if origin is not None:
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in typing.get_args(tp))}]"
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
@@ -224,7 +225,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if isinstance(value, bool) and ("no" if not value else "yes") in allowed:
@@ -236,12 +237,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
+            raise ConfigError(f"{key}: expected a list ({type_name(tp)}), got {value!r}")
         (item_tp,) = typing.get_args(tp)
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping ({_type_name(tp)}), got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping ({type_name(tp)}), got {value!r}")
         key_tp, val_tp = typing.get_args(tp)
         return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
@@ -340,8 +341,8 @@ def merge(base: dict, update: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            # A new encoder/fusion name replaces that section instead of mixing two schemas.
-            if "name" in value and value["name"] != out[key].get("name"):
+            # A new encoder, fusion or reader replaces that section instead of mixing two schemas.
+            if any(k in value and value[k] != out[key].get(k) for k in ("name", "source")):
                 out[key] = copy.deepcopy(value)
             else:
                 out[key] = merge(out[key], value)

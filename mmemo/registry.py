@@ -42,8 +42,8 @@ class Registry:
         def decorator(obj: Any) -> Any:
             if name in self._entries and self._entries[name].obj is not obj:
                 raise ValueError(f"{self.kind} '{name}' is already registered by {self._entries[name].obj}")
-            doc = (obj.__doc__ or "").strip().splitlines()
-            self._entries[name] = Entry(name, obj, config, modality, doc[0] if doc else "")
+            summary = " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())  # the first paragraph
+            self._entries[name] = Entry(name, obj, config, modality, summary)
             if isinstance(obj, type):
                 obj.registry_name = name
             return obj

@@ -21,11 +21,7 @@ from mmemo.training.callbacks import (
     build_callbacks,
 )
 from mmemo.training.trainer import Trainer, train
-from tests.conftest import tiny_config
-
-
-class Killed(Exception):
-    """Stands in for the process being killed."""
+from tests.conftest import KillAfterCheckpoint, Killed, tiny_config
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -261,24 +257,12 @@ def test_head_only_epochs_fit_the_head_on_untouched_encoders_then_train_everythi
     assert backbone["lr"] == 0.0  # the encoders' own decay ended with training
     # killed inside the phase and resumed: the same run
     with pytest.raises(Killed):
-        train(config, run_dir=tmp_path / "killed", callbacks=[_KillAfterCheckpoint(step=2)])
+        train(config, run_dir=tmp_path / "killed", callbacks=[KillAfterCheckpoint(step=2)])
     train(None, resume=tmp_path / "killed")
     assert _history(tmp_path / "killed") == _history(tmp_path / "straight")
     for bad in (2, -1):
         with pytest.raises(ConfigError, match="train.head_only_epochs"):
             tiny_config(demo_tree, ("text",), train__epochs=2, train__head_only_epochs=bad)
-
-
-class _KillAfterCheckpoint(Callback):
-    """Raises ``Killed`` right after the checkpoint of optimiser step ``step`` (checkpoint_every_steps=1)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, trainer):
-        if trainer.state["global_step"] == self.step:
-            trainer.save_checkpoint()
-            raise Killed
 
 
 def test_early_stopping_tensorboard_and_metrics_jsonl(demo_tree, tmp_path):

@@ -21,17 +21,17 @@ from PIL import Image
 
 from mmemo.cli import main
 from mmemo.config import load_config
-from mmemo.training.cache import example_key
 from mmemo.data.demo import make_frames, make_voice, write_clip
 from mmemo.data.examples import Example, Splits
-from mmemo.data.readers.manifest import read_manifest_file
-from mmemo.data.media import read_image
 from mmemo.data.loading import load_splits
+from mmemo.data.media import read_image
+from mmemo.data.readers.manifest import read_manifest_file
 from mmemo.data.tables import read_table
 from mmemo.errors import CheckpointError, ConfigError, DataError, InputError
 from mmemo.inference import EmotionRecognizer
 from mmemo.labels import get_label_set
 from mmemo.models.model import EmotionModel
+from mmemo.training.cache import example_key
 from mmemo.training.trainer import train
 from tests.conftest import tiny_config, tiny_overrides
 

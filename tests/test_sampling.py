@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mmemo.data.examples import Example, Turn
 from mmemo.config import ConfigError
+from mmemo.data.examples import Example, Turn
 from mmemo.training.sampling import EpochSampler, bucketed_order, text_length
 from mmemo.training.trainer import Trainer
 from tests.conftest import tiny_config

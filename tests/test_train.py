@@ -133,9 +133,9 @@ def test_manifest_training_on_real_ravdess_clips(shared_data, tmp_path):
     cfg = tiny_overrides(None, modalities=("text", "audio"))
     cfg["data"] = {
         "source": "manifest", "label_set": "ravdess8", "max_examples": 10, "max_audio_seconds": 2.0,
-        "manifest": {"path": str(shared_data / "ravdess_speech" / "labels.csv"),
-                     "columns": {"audio": "file", "text": "transcription", "label": "emotion", "speaker": "actor"},
-                     "split_column": "actor", "splits": {"train": ["08"], "dev": ["13"]}},
+        "path": str(shared_data / "ravdess_speech" / "labels.csv"),
+        "columns": {"audio": "file", "text": "transcription", "label": "emotion", "speaker": "actor"},
+        "split_column": "actor", "splits": {"train": ["08"], "dev": ["13"]},
     }
     result = train(load_config(None, cfg), run_dir=tmp_path / "ravdess")
     assert result.dev["n"] == 10 and result.test is None
@@ -143,9 +143,10 @@ def test_manifest_training_on_real_ravdess_clips(shared_data, tmp_path):
 
 
 def test_manifest_of_face_images(shared_data):
-    cfg = tiny_config(None, modalities=("vision",), data__source="manifest", data__label_set="faces8",
-                      data__manifest={"path": str(shared_data / "facial_expressions" / "labels.csv"),
-                                      "columns": {"image": "image", "label": "emotion"}})
+    cfg = tiny_overrides(None, modalities=("vision",))
+    cfg["data"] = {"source": "manifest", "label_set": "faces8", "path": str(shared_data / "facial_expressions" / "labels.csv"),
+                   "columns": {"image": "image", "label": "emotion"}}
+    cfg = load_config(None, cfg)
     splits, labels = load_splits(cfg)
     ex = splits["train"][0]
     assert len(splits["train"]) == 294 and ex.image.endswith(".jpg") and ex.label in labels

@@ -23,6 +23,8 @@ from torch import nn
 from mmemo.config import Config, ConfigError
 from mmemo.data.loading import load_splits
 from mmemo.errors import MediaError
+from mmemo.models.encoders.hf import resolve_checkpoint
+from mmemo.models.encoders.text import TextProcessor
 from mmemo.training.sampling import bucketed_order
 
 log = logging.getLogger("mmemo")
@@ -71,8 +73,6 @@ def adapt_text_encoder(config: Config, out_dir: str | Path, epochs: int = 1, lr:
     """
     from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, get_scheduler
 
-    from mmemo.models.encoders.hf import resolve_checkpoint
-    from mmemo.models.encoders.text import TextProcessor
 
     if "text" not in config.model.modalities or "text" not in config.model.encoders:
         raise ConfigError("mmemo adapt: the config has no text encoder (model.encoders.text)")

@@ -31,8 +31,8 @@ from common import REPO, RESULTS, SHARED_DATA, fmt, mean_std, peak_rss_mb, write
 
 from mmemo import load_config
 from mmemo.data.examples import Splits
-from mmemo.data.manifest import read_manifest
-from mmemo.data.sources import apply_labels
+from mmemo.data.loading import apply_labels
+from mmemo.data.readers.manifest import read_manifest
 from mmemo.labels import get_label_set
 from mmemo.training.trainer import Trainer
 
@@ -109,9 +109,9 @@ def main() -> None:
         speakers = sorted({e.speaker for e in examples})
         for variant in args.variants:
             config_path, overrides = VARIANTS[variant]
-            data_overrides = [f"data.label_set={label_set_name}", f"data.manifest.path={manifest}",
-                              f"data.manifest.columns={columns}", "data.manifest.split_column=null",
-                              "data.manifest.splits={}", "train.progress=false", "train.eval_test=true"]
+            data_overrides = [f"data.label_set={label_set_name}", f"data.path={manifest}",
+                              f"data.columns={columns}", "data.split_column=null",
+                              "data.splits={}", "train.progress=false", "train.eval_test=true"]
             per_seed, start = [], time.time()
             for seed in args.seeds:
                 fold_results = []
