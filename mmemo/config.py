@@ -84,7 +84,7 @@ class FusionConfig:
 
     name: str = "concat"  # concat, late, gated, tensor, low_rank, cross_attention, bottleneck, probe
     dim: int = 256  # width of the fused embedding the head reads
-    dropout: float = 0.1
+    dropout: float = 0.1  # dropout inside the fusion module
     # training only: the chance of marking a modality absent (one value, or one per modality such as
     # {vision: 0.3}); an example never loses every modality
     modality_dropout: float | dict[str, float] = 0.0
@@ -119,8 +119,8 @@ class LossTermConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 16
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 16  # examples per batch (per process)
     eval_batch_size: int | None = None  # default: batch_size
     lr: float = 1e-4  # learning rate of the fusion module, the head and what encoders add on top of a backbone
     encoder_lr: float = 2e-5  # learning rate of the encoders' (pretrained) backbones
@@ -129,8 +129,8 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0  # clip the gradient norm to this; null: no clipping
     grad_accum: int = 1  # one optimiser step every this many batches
     loss: Literal["ce", "focal"] = "ce"  # cross-entropy, or focal loss (Lin et al. 2017)
-    focal_gamma: float = 2.0
-    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0  # focal loss: the focusing exponent
+    label_smoothing: float = 0.0  # of the main loss's targets (Szegedy et al. 2016)
     # auto: n / (C * count) from the train split; sqrt: its square root, a milder push towards rare classes
     class_weights: Literal["none", "auto", "sqrt"] | list[float] = "none"
     # Terms added to the main loss, each {name: ..., weight: ..., its own options}: rdrop (R-Drop), supcon
@@ -161,7 +161,7 @@ class TrainConfig:
     metric: Literal["weighted_f1", "macro_f1", "accuracy", "uar"] = "weighted_f1"  # what selection maximises
     early_stopping_patience: int | None = None  # stop after this many epochs without a better select_on metric
     eval_test: bool = True  # evaluate the dev-selected checkpoint on test once, at the end
-    seed: int = 0
+    seed: int = 0  # seeds Python, NumPy, torch, the encoders' initialisation and the data order
     deterministic: bool = False  # torch's deterministic algorithms for the run
     # auto: bf16 on GPUs that have it, fp16 on older GPUs, full precision on CPU
     precision: Literal["auto", "no", "fp16", "bf16"] = "auto"

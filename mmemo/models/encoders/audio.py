@@ -58,12 +58,12 @@ class WaveformProcessor(Processor):
 @dataclass
 class LogMelCNNConfig(EncoderConfig):
     name: str = "logmel_cnn"
-    n_mels: int = 64
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
-    dim: int = 128
-    dropout: float = 0.1
+    n_mels: int = 64  # mel bands of the spectrogram
+    win_ms: float = 25.0  # analysis window, milliseconds
+    hop_ms: float = 10.0  # hop between frames, milliseconds
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])  # output channels of each conv block (each halves time and frequency)
+    dim: int = 128  # width of the embedding
+    dropout: float = 0.1  # dropout before the projection
 
 
 class LogMelProcessor(WaveformProcessor):
@@ -149,8 +149,8 @@ class HFAudioConfig(EncoderConfig):
     name: str = "hf_audio"
     checkpoint: str | None = None  # hub id or local folder (wav2vec2, HuBERT, WavLM...)
     model_type: str | None = None  # build from scratch without a checkpoint, e.g. wav2vec2
-    pretrained: bool = True
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = True  # false: random initialisation from the checkpoint's config
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # AutoConfig overrides (tiny test models)
     freeze_feature_encoder: bool = True  # the CNN front end; standard when fine-tuning wav2vec2
     normalize: bool | None = None  # zero-mean unit-variance waveform; None -> the feature extractor's choice
 
@@ -240,20 +240,20 @@ class HFAudioEncoder(Encoder):
 @dataclass
 class AcousticConfig(EncoderConfig):
     name: str = "acoustic"
-    n_mfcc: int = 40
+    n_mfcc: int = 40  # MFCCs per frame
     n_mels: int = 64  # mel bands the MFCCs are taken from (librosa's own default is 128)
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
+    win_ms: float = 25.0  # analysis window, milliseconds
+    hop_ms: float = 10.0  # hop between frames, milliseconds
     trim_db: float | None = 30.0  # strip leading/trailing silence below peak - trim_db (None: keep all)
     fmin: float = 60.0  # pitch search range, Hz
-    fmax: float = 500.0
+    fmax: float = 500.0  # pitch search range, Hz (upper end)
     speaker_norm: bool = False  # standardise each feature with its speaker's own (unlabelled) statistics
     # a BatchNorm on the functionals (its running statistics a global z-score); false: they enter as they
     # are, which suits speaker_norm (already standardised) and a linear probe, where batch statistics are noise
     batch_norm: bool = True
-    hidden: list[int] = field(default_factory=lambda: [256])
+    hidden: list[int] = field(default_factory=lambda: [256])  # widths of the MLP's hidden layers ([] for none)
     dim: int | None = 128  # None (with hidden: []): the normalised functionals themselves, for a linear probe
-    dropout: float = 0.3
+    dropout: float = 0.3  # dropout before each layer of the MLP
 
 
 def acoustic_functionals(wav: np.ndarray, sample_rate: int, config: AcousticConfig) -> np.ndarray:

@@ -18,7 +18,7 @@ from mmemo.registry import register_fusion
 @dataclass
 class BottleneckConfig(AttentionFusionConfig):
     name: str = "bottleneck"
-    bottleneck_tokens: int = 4
+    bottleneck_tokens: int = 4  # shared bottleneck tokens through which the modalities exchange information
     fusion_layer: int = 0  # layers before this index are unimodal; from it on, streams share the bottleneck
 
     def validate(self, key: str) -> None:

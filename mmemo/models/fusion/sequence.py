@@ -58,8 +58,8 @@ def key_padding_mask(valid: torch.Tensor) -> torch.Tensor:
 class AttentionFusionConfig(FusionConfig):
     """Fields shared by the attention fusions; ``dim`` is their model width."""
 
-    layers: int = 2
-    heads: int = 4
+    layers: int = 2  # transformer layers (cross-modal blocks per direction, for cross_attention)
+    heads: int = 4  # attention heads (dim must be divisible by it)
     # Dropout on the attention weights. Off by default: with it, PyTorch's fused attention kernels are
     # unavailable on CPU and the math kernel keeps every attention matrix for backward.
     attention_dropout: float = 0.0
