@@ -53,6 +53,7 @@ from mmemo.data.examples import Example
 from mmemo.data.media import MediaError, media_identity
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, pad_stack
 from mmemo.models.model import EmotionModel
+from mmemo.training.checkpoint import sha256_file
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -155,14 +156,6 @@ def _is_media(value: Any) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _VERIFIED: set[tuple[str, int, int]] = set()  # shards checked by this process (path, size, mtime)
 
 
@@ -213,7 +206,7 @@ class EmbeddingCache:
         ident = (str(path), st.st_size, st.st_mtime_ns)
         if ident in _VERIFIED:
             return True
-        ok = _sha256_file(path) == path.stem
+        ok = sha256_file(path) == path.stem
         if ok:
             try:
                 from safetensors import safe_open
