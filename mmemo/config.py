@@ -273,6 +273,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported schema type {tp!r}")
 
 
+# Keys of earlier versions, by (config class, key): what replaced them, for the error a user sees.
+_NO_GAIN = "removed; it measured no gain, see experiments/meld_text/README.md"
+RETIRED: dict[tuple[str, str], str] = {
+    **{("TrainConfig", key): f"now a loss term: train.loss_terms: [{{name: {term}, weight: ...}}]"
+       for key, term in (("rdrop_alpha", "rdrop"), ("supcon_weight", "supcon"), ("distill_weight", "distill"),
+                         ("l2_penalty", "l2"), ("aux_weight", "aux_heads"))},
+    ("TrainConfig", "supcon_temperature"): "now train.loss_terms: [{name: supcon, temperature: ...}]",
+    ("TrainConfig", "bucket_by"): "removed: length buckets sort on the utterance with its context",
+    ("ManifestConfig", "manifest"): "its fields now sit in data itself: data.path, data.columns, data.split_column",
+    **{("HFTextConfig", key): _NO_GAIN for key in ("pool_speaker_name", "ascii_punctuation", "target_segment",
+                                                   "context_dropout")},
+}
+
+
 def from_dict(cls: type, data: Any, key: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, checking every key and type."""
     if isinstance(data, cls):
@@ -291,7 +305,9 @@ def from_dict(cls: type, data: Any, key: str = "") -> Any:
     for name, value in data.items():
         sub = f"{key}.{name}" if key else str(name)
         if name not in fields:
-            raise ConfigError(f"{sub}: unknown key; allowed: {', '.join(fields)}")
+            retired = RETIRED.get((cls.__name__, name))
+            hint = f" ({retired})" if retired else ""
+            raise ConfigError(f"{sub}: unknown key{hint}; allowed: {', '.join(fields)}")
         kwargs[name] = _coerce(value, hints[name], sub)
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):

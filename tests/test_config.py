@@ -92,3 +92,10 @@ def test_resolved_config_round_trips(tmp_path):
     cfg.save(tmp_path / "c.yaml")
     again = load_config(tmp_path / "c.yaml")
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_keys_of_earlier_versions_say_what_replaced_them():
+    with pytest.raises(ConfigError, match=r"train.l2_penalty: unknown key \(now a loss term: train.loss_terms: \[\{name: l2"):
+        load_config(None, ["train.l2_penalty=0.1"])
+    with pytest.raises(ConfigError, match=r"data.manifest: unknown key \(its fields now sit in data itself: data.path"):
+        load_config(None, {"data": {"source": "manifest", "path": "x.csv", "manifest": {"path": "x.csv"}}})
