@@ -273,18 +273,63 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported schema type {tp!r}")
 
 
-# Keys of earlier versions, by (config class, key): what replaced them, for the error a user sees.
+# Settings of earlier versions that ``upgrade`` cannot carry over, by (config class, key): why, for the error.
 _NO_GAIN = "removed; it measured no gain, see experiments/meld_text/README.md"
 RETIRED: dict[tuple[str, str], str] = {
-    **{("TrainConfig", key): f"now a loss term: train.loss_terms: [{{name: {term}, weight: ...}}]"
-       for key, term in (("rdrop_alpha", "rdrop"), ("supcon_weight", "supcon"), ("distill_weight", "distill"),
-                         ("l2_penalty", "l2"), ("aux_weight", "aux_heads"))},
-    ("TrainConfig", "supcon_temperature"): "now train.loss_terms: [{name: supcon, temperature: ...}]",
     ("TrainConfig", "bucket_by"): "removed: length buckets sort on the utterance with its context",
-    ("ManifestConfig", "manifest"): "its fields now sit in data itself: data.path, data.columns, data.split_column",
     **{("HFTextConfig", key): _NO_GAIN for key in ("pool_speaker_name", "ascii_punctuation", "target_segment",
                                                    "context_dropout")},
 }
+
+
+def upgrade(data: dict) -> dict:
+    """A config written by an earlier version (a saved model's or a run's config.yaml) in today's schema: the
+    loss weights of ``train`` become ``train.loss_terms``, a manifest's own section moves into ``data``, and
+    retired keys at their old defaults go. A retired key that was set to something else stays, so that the
+    error names it (``RETIRED``) instead of a model that silently differs from the one trained."""
+    out = copy.deepcopy(data)
+    sections = [out.get("data")] + list((out.get("data") or {}).get("auxiliary", {}).values()) if isinstance(
+        out.get("data"), dict) else []
+    for d in (s for s in sections if isinstance(s, dict)):
+        manifest = d.pop("manifest", None) if isinstance(d.get("manifest"), dict) else None
+        source = d.get("source", "meld")
+        if source == "manifest":
+            for k, v in (manifest or {}).items():
+                if v not in (None, {}, []):
+                    d.setdefault(k, v)
+            if d.get("label_column"):
+                d.setdefault("columns", {})["label"] = d["label_column"]
+            d.pop("label_column", None)
+            d.pop("root", None)
+        elif source == "emorynlp":
+            d.pop("label_column", None)
+    train = out.get("train")
+    if isinstance(train, dict):
+        terms = train.get("loss_terms") or []
+        for old, name in (("rdrop_alpha", "rdrop"), ("supcon_weight", "supcon"), ("distill_weight", "distill"),
+                          ("l2_penalty", "l2")):
+            weight = train.pop(old, 0.0)
+            if weight:
+                term = {"name": name, "weight": weight}
+                if name == "supcon":
+                    term["temperature"] = train.get("supcon_temperature", 0.3)
+                terms.append(term)
+        train.pop("supcon_temperature", None)
+        aux_weight = train.pop("aux_weight", 0.5)
+        if aux_weight != 0.5:
+            terms.append({"name": "aux_heads", "weight": aux_weight})
+        if terms:
+            train["loss_terms"] = terms
+        if train.get("bucket_by") == "input":
+            del train["bucket_by"]
+    encoders = (out.get("model") or {}).get("encoders") if isinstance(out.get("model"), dict) else None
+    text = encoders.get("text") if isinstance(encoders, dict) else None
+    if isinstance(text, dict):
+        for key, default in (("pool_speaker_name", True), ("ascii_punctuation", False), ("target_segment", False),
+                             ("context_dropout", 0.0)):
+            if key in text and text[key] == default:
+                del text[key]
+    return out
 
 
 def from_dict(cls: type, data: Any, key: str = "") -> Any:
@@ -427,6 +472,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     if overrides:
         update = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
         data = merge(data, update)
+    data = upgrade(data)
     # Fill in default encoders for modalities that have none, so `model.modalities=[text,audio]` works.
     model = data.setdefault("model", {}) if isinstance(data.get("model", {}), dict) else data["model"]
     if isinstance(model, dict):
