@@ -27,11 +27,14 @@ ffmpeg:
 demo: setup
 	$(PY) scripts/demo.py
 
+# The layers contract (pyproject.toml, import-linter) is part of the tests: an upward import fails them.
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q tests
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf runs demo_data

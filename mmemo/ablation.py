@@ -32,6 +32,8 @@ from typing import Any
 import yaml
 
 from mmemo.config import MODALITIES, Config, ConfigError, build_config, load_config
+from mmemo.registry import FUSIONS
+from mmemo.training.trainer import last_checkpoint, train
 
 log = logging.getLogger("mmemo")
 
@@ -169,8 +171,6 @@ class Ablation:
     def _run_one(self, run: AblationRun) -> dict[str, Any]:
         from accelerate import PartialState
 
-        from mmemo.training.trainer import last_checkpoint, train
-
         run_dir = self.out_dir / "runs" / run.name
         row: dict[str, Any] = {"modalities": run.combo, "fusion": run.fusion, "seed": run.seed, "run_dir": str(run_dir)}
         start = time.time()
@@ -303,8 +303,6 @@ def ablate(config: str | Path | Config, overrides: list[str] | None = None, moda
            fusions: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
            out_dir: str | Path | None = None) -> Path:
     """Run (or continue) a sweep; returns its folder. ``fusions``/``seeds`` default to the config's own."""
-    from mmemo.registry import FUSIONS
-
     base = config if isinstance(config, Config) else load_config(config, overrides)
     if isinstance(config, Config) and overrides:
         raise ConfigError("overrides are only applied to a config loaded from YAML; edit the Config object instead")

@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
+import textwrap
+from collections.abc import Callable
 
-from mmemo.config import ConfigError
+from mmemo.ablation import ablate
+from mmemo.config import load_config
+from mmemo.data.demo import DemoSpec, generate_demo_data
+from mmemo.errors import ConfigError, MmemoError
+from mmemo.inference import EmotionRecognizer
+from mmemo.registry import ENCODERS, FUSIONS, LOSS_TERMS, READERS
+from mmemo.training.adapt import adapt_text_encoder
+from mmemo.training.evaluate import evaluate
+from mmemo.training.metrics import format_table
+from mmemo.training.trainer import train
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mmemo.training.metrics import format_table
-    from mmemo.training.trainer import train
-
+    overrides = list(args.overrides)
+    if args.config is not None and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
+        overrides, args.config = [args.config, *overrides], None  # `train --resume RUN key=value`: an override
     if args.resume:
-        result = train(None, args.overrides, resume=args.resume)
+        result = train(None, overrides, resume=args.resume)
     else:
         if args.config is None:
             raise ConfigError("mmemo train: give a CONFIG (YAML) or --resume RUN")
-        result = train(args.config, args.overrides, run_dir=args.run_dir)
+        result = train(args.config, overrides, run_dir=args.run_dir)
     labels = list(result.dev["per_class"]) if result.dev else []
     print(f"\nrun folder: {result.run_dir}")
     print(f"best epoch {result.best_epoch} by {result.metric} on dev")
@@ -40,8 +52,6 @@ def _int_list(text: str) -> list[int]:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from mmemo.ablation import ablate
-
     fusions = [f.strip() for f in args.fusion.split(",") if f.strip()] if args.fusion else None
     seeds = _int_list(args.seeds) if args.seeds else None
     out = ablate(args.config, args.overrides, modalities=args.modalities, fusions=fusions, seeds=seeds, out_dir=args.out)
@@ -51,9 +61,6 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
-    from mmemo.config import load_config
-    from mmemo.training.adapt import adapt_text_encoder
-
     config = load_config(args.config, args.overrides)
     result = adapt_text_encoder(config, args.out, epochs=args.epochs, lr=args.lr, head_lr=args.head_lr,
                                 batch_size=args.batch_size, mask_prob=args.mask_prob, seed=args.seed)
@@ -64,15 +71,11 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from mmemo.training.trainer import evaluate
-
     evaluate(args.run, args.split, batch_size=args.batch_size)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from mmemo.inference import EmotionRecognizer
-
     recognizer = EmotionRecognizer.from_pretrained(args.run, device=args.device, allow_pickle=args.allow_pickle)
     if args.manifest:
         bad = [c for c in args.column if "=" not in c]
@@ -122,8 +125,6 @@ def format_prediction(pred) -> str:
 
 def write_predictions_csv(preds, out, labels: list[str], modalities: list[str]) -> None:
     """One row per input: id, label, a probability per class, modalities used, contributions, warnings."""
-    import csv
-
     writer = csv.writer(out)
     writer.writerow(["id", "label", *(f"p_{c}" for c in labels), "modalities", *(f"contribution_{m}" for m in modalities),
                      "warnings", "error"])
@@ -135,8 +136,6 @@ def write_predictions_csv(preds, out, labels: list[str], modalities: list[str]) 
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
-    from mmemo.data.demo import DemoSpec, generate_demo_data
-
     spec = DemoSpec(n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
     root = generate_demo_data(args.dir, spec)
     print(f"demo data written to {root}")
@@ -144,30 +143,22 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from mmemo.registry import ENCODERS, FUSIONS
-
-    print("encoders:")
-    for e in ENCODERS.entries():
-        print(f"  {e.name:<14} {e.modality:<7} {e.description}")
-    print("fusions:")
-    for e in FUSIONS.entries():
-        print(f"  {e.name:<16} {e.description}")
+    for title, registry in (("encoders", ENCODERS), ("fusions", FUSIONS), ("readers (data.source)", READERS),
+                            ("loss terms (train.loss_terms)", LOSS_TERMS)):
+        print(f"{title}:")
+        for e in registry.entries():
+            print(f"  {e.name:<16} {e.modality or '':<7} {textwrap.shorten(e.description, 100, placeholder=' ...')}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmemo", description="Multimodal emotion recognition.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a model from a YAML config")
+def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=3")
     p.add_argument("--run-dir", help="run folder (default: <output_dir>/<name>-<timestamp>)")
     p.add_argument("--resume", help="continue the run in this folder from checkpoints/last")
-    p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("ablate", help="train every modality combination x fusion x seed and tabulate the results")
+
+def _ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config, e.g. configs/meld/text_audio_vision.yaml")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every run")
     p.add_argument("--modalities", default="all",
@@ -175,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", help="fusion methods, comma-separated, e.g. concat,late,tensor (default: the config's)")
     p.add_argument("--seeds", help="seeds, comma-separated, e.g. 0,1,2 (default: the config's train.seed)")
     p.add_argument("--out", help="sweep folder (default: <output_dir>/ablation-<name>); rerun to resume")
-    p.set_defaults(func=_cmd_ablate)
 
-    p = sub.add_parser("adapt", help="masked-LM training of the text encoder on the training split's text, before fine-tuning")
+
+def _adapt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config whose data and text encoder are adapted, e.g. configs/meld/text_best.yaml")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.add_argument("--out", required=True, help="folder for the adapted checkpoint")
@@ -187,15 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--mask-prob", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_adapt)
 
-    p = sub.add_parser("evaluate", help="evaluate a run's dev-selected model on a split")
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder (or saved model folder)")
     p.add_argument("--split", default="dev", choices=["train", "dev", "test"])
     p.add_argument("--batch-size", type=int)
-    p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("predict", help="predict the emotion of one input, or of every row of a manifest")
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder, saved model folder or Hugging Face Hub repo id")
     p.add_argument("--text")
     p.add_argument("--audio", help="audio file (or a video file: its audio track)")
@@ -214,44 +205,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--allow-pickle", action="store_true", help="allow a pickled .bin/.pt checkpoint (trusted sources only)")
     p.add_argument("--json", action="store_true", help="print JSON (with --manifest: JSON Lines)")
-    p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("demo-data", help="write the embedded MELD-shaped demo data")
+
+def _demo_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir")
     p.add_argument("--n-train", type=int, default=280)
     p.add_argument("--n-dev", type=int, default=70)
     p.add_argument("--n-test", type=int, default=70)
     p.add_argument("--seed", type=int, default=1234)
-    p.set_defaults(func=_cmd_demo_data)
 
-    p = sub.add_parser("models", aliases=["list"], help="list registered encoders and fusions")
-    p.set_defaults(func=_cmd_models)
+
+# verb -> (help, arguments, command)
+VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "train": ("train a model from a YAML config", _train_args, _cmd_train),
+    "ablate": ("train every modality combination x fusion x seed and tabulate the results", _ablate_args, _cmd_ablate),
+    "adapt": ("masked-LM training of the text encoder on the training split's text, before fine-tuning", _adapt_args,
+              _cmd_adapt),
+    "evaluate": ("evaluate a run's dev-selected model on a split", _evaluate_args, _cmd_evaluate),
+    "predict": ("predict the emotion of one input, or of every row of a manifest", _predict_args, _cmd_predict),
+    "demo-data": ("write the embedded MELD-shaped demo data", _demo_data_args, _cmd_demo_data),
+    "models": ("list registered encoders, fusions, readers and loss terms", lambda p: None, _cmd_models),
+}
+ALIASES = {"list": "models"}
+
+
+def build_parser(verb: str) -> argparse.ArgumentParser:
+    """The parser of one verb. Options and ``key=value`` overrides may come in any order
+    (``parse_intermixed_args``), which argparse's sub-parsers do not allow: hence one parser per verb."""
+    help_text, arguments, command = VERBS[verb]
+    parser = argparse.ArgumentParser(prog=f"mmemo {verb}", description=help_text)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    arguments(parser)
+    parser.set_defaults(func=command)
     return parser
 
 
+def _top_parser() -> argparse.ArgumentParser:
+    verbs = "\n".join(f"  {name:<10} {help_text}" for name, (help_text, _, _) in VERBS.items())
+    parser = argparse.ArgumentParser(prog="mmemo", description="Multimodal emotion recognition.",
+                                     epilog=f"commands:\n{verbs}\n\n`mmemo COMMAND --help` for each one's options.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("command", choices=[*VERBS, *ALIASES], metavar="COMMAND")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    top = _top_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    verb = ALIASES.get(top.command, top.command)
+    args = build_parser(verb).parse_intermixed_args(top.args)
+    args.verbose = args.verbose or top.verbose
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, PermissionError) as exc:
+    except (MmemoError, OSError) as exc:  # what a user can cause: one line naming the file or key, no traceback
+        if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
+                                                             NotADirectoryError)):
+            raise
         print(f"mmemo: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # data errors and the like: one readable line, no traceback
-        from mmemo.data.media import MediaError
-        from mmemo.data.tables import DataError
-        from mmemo.inference import InputError
-        from mmemo.labels import LabelError
-        from mmemo.training.trainer import NonFiniteLossError
-
-        if isinstance(exc, (DataError, MediaError, LabelError, NonFiniteLossError, InputError)):
-            print(f"mmemo: error: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -12,58 +12,50 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
+
+from mmemo.errors import ConfigError
+from mmemo.labels import get_label_set
+from mmemo.registry import ENCODERS, FUSIONS, LOSS_TERMS, READERS, Registry
 
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
 
 
-class ConfigError(ValueError):
-    """A config key is unknown, missing or of the wrong type."""
-
-
 # --------------------------------------------------------------------------------------------------
-# Schema
+# Schema. Each field's comment is its documentation: docs/configuration.md is generated from it
+# (scripts/gen_config_docs.py), and a test fails when the two differ.
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ManifestConfig:
-    """A CSV or JSONL table of examples; paths inside it are relative to its own folder."""
-
-    path: str | None = None  # one table holding every split (see split_column / splits)
-    paths: dict[str, str] = field(default_factory=dict)  # or one table per split: {train: a.csv, dev: b.csv}
-    columns: dict[str, str] = field(default_factory=dict)  # field -> column, fields: see MANIFEST_FIELDS
-    split_column: str | None = None
-    splits: dict[str, list[str]] = field(default_factory=dict)  # split -> values of split_column
 
 
 @dataclass
 class DataConfig:
-    source: Literal["meld", "emorynlp", "manifest"] = "meld"
-    root: str = "data/MELD.Raw"
-    label_set: str = "meld7"
+    """Where the examples come from and how media are decoded. ``source`` selects a registered reader,
+    whose config dataclass adds its own fields (the readers in ``mmemo/data/readers/``)."""
+
+    registry: ClassVar[Registry] = READERS
+    path_fields: ClassVar[tuple[str, ...]] = ()  # fields holding paths, resolved against the config file's folder
+
+    source: str = "meld"  # the reader: meld, emorynlp, manifest (`mmemo models` lists them)
+    label_set: str = "meld7"  # a named label set (mmemo/labels.py): meld7, meld_sentiment, emorynlp7, ravdess8, ...
     labels: list[str] | None = None  # an explicit label list instead of a named label set
-    label_column: str | None = None  # MELD: Emotion (or Sentiment for meld_sentiment)
     label_map: dict[str, str | None] = field(default_factory=dict)  # raw label -> label; null drops the row
-    manifest: ManifestConfig = field(default_factory=ManifestConfig)
-    sample_rate: int = 16000
-    max_audio_seconds: float = 10.0
-    num_frames: int = 8
+    sample_rate: int = 16000  # audio is decoded to mono at this rate
+    max_audio_seconds: float = 10.0  # audio is cut after this many seconds, in training and in predict
+    num_frames: int = 8  # frames sampled uniformly across each video clip
     max_examples: int | None = None  # per split, for quick runs; never used for reported numbers
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes decoding media
     embedding_cache: bool = True  # frozen encoders: compute outputs once per example, read them from disk after
-    cache_dir: str | None = None  # default: $MMEMO_CACHE_DIR, else ~/.cache/mmemo/embeddings
+    cache_dir: str | None = None  # the embedding cache's folder; default: $MMEMO_CACHE_DIR, else ~/.cache/mmemo/embeddings
     # Extra training corpora (multi-task), name -> that corpus's own data section. Its train split joins
-    # training with its labels as the target of a head of its own (model.aux_labels[name], filled in from its
-    # label set, weighted by train.aux_weight); the emotion head, selection and metrics see this corpus
-    # alone. Examples from an episode of this corpus's dev or test split are left out of it (where both readers
-    # give season and episode, as MELD's and EmoryNLP's do).
+    # training with its labels as the target of a head of its own (filled in as model.aux_labels[name]); the
+    # emotion head, selection and metrics see the main corpus alone. Examples from an episode of the main
+    # corpus's dev or test split are left out of it (where both readers give season and episode, as MELD's
+    # and EmoryNLP's do).
     auxiliary: dict[str, DataConfig] = field(default_factory=dict)
     # Auxiliary corpora only: this corpus's label -> the main corpus's label. Its examples with one of these
-    # labels also train the emotion head with the mapped label (besides their own head); the others train
-    # their own head only. Empty: none do.
+    # labels also train the emotion head with the mapped label; the others train their own head only.
     main_label_map: dict[str, str] = field(default_factory=dict)
 
 
@@ -73,109 +65,117 @@ PREPROCESSING_FIELDS: tuple[str, ...] = ("sample_rate", "max_audio_seconds", "nu
 
 @dataclass
 class EncoderConfig:
-    """Base of every encoder's config; ``name`` selects the registered encoder and its own fields."""
+    """Base of every encoder's config; ``name`` selects the registered encoder, whose config dataclass (beside
+    its code in ``mmemo/models/encoders/``) adds its own fields."""
 
-    name: str = ""
-    freeze: bool = False
+    registry: ClassVar[Registry] = ENCODERS
+
+    name: str = ""  # the encoder: hf_text, logmel_cnn, acoustic, hf_audio, timm, hog (`mmemo models` lists them)
+    freeze: bool = False  # keep the encoder's weights fixed; its outputs are then cached (data.embedding_cache)
     lr: float | None = None  # learning rate of this encoder's backbone (default: train.encoder_lr)
 
 
 @dataclass
 class FusionConfig:
-    """Base of every fusion's config; ``name`` selects the registered fusion and its own fields."""
+    """Base of every fusion's config; ``name`` selects the registered fusion, whose config dataclass (beside its
+    code in ``mmemo/models/fusion/``) adds its own fields."""
 
-    name: str = "concat"
-    dim: int = 256
-    dropout: float = 0.1
+    registry: ClassVar[Registry] = FUSIONS
+
+    name: str = "concat"  # concat, late, gated, tensor, low_rank, cross_attention, bottleneck, probe
+    dim: int = 256  # width of the fused embedding the head reads
+    dropout: float = 0.1  # dropout inside the fusion module
+    # training only: the chance of marking a modality absent (one value, or one per modality such as
+    # {vision: 0.3}); an example never loses every modality
     modality_dropout: float | dict[str, float] = 0.0
 
 
 @dataclass
 class ModelConfig:
-    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
-    encoders: dict[str, EncoderConfig] = field(default_factory=dict)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    head_dropout: float = 0.1
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))  # any of text, audio, vision
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)  # modality -> its encoder
+    fusion: FusionConfig = field(default_factory=lambda: from_dict(FusionConfig, {}, "model.fusion"))
+    head_dropout: float = 0.1  # dropout before the emotion head's linear layer
     # Extra training targets (multi-task): each example's meta field of that name (e.g. MELD's sentiment)
-    # -> its class names. Each gets its own linear head on the fused embedding, trained with
-    # train.aux_weight; predictions always come from the one emotion head.
+    # -> its class names. Each gets its own linear head on the fused embedding, trained by the aux_heads loss
+    # term; predictions always come from the one emotion head.
     aux_labels: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
+class LossTermConfig:
+    """Base of every loss term's config (an item of ``train.loss_terms``); ``name`` selects the registered term,
+    whose config dataclass (in ``mmemo/training/loss_terms/``) adds its own fields."""
+
+    registry: ClassVar[Registry] = LOSS_TERMS
+
+    name: str = ""  # rdrop, supcon, distill, l2, aux_heads (`mmemo models` lists them)
+    weight: float = 1.0  # the term joins the loss multiplied by this
+
+    def validate(self, key: str) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"{key}.weight: must be >= 0, got {self.weight}")
+
+
+@dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 16
-    eval_batch_size: int | None = None
-    lr: float = 1e-4
-    encoder_lr: float = 2e-5
-    layer_decay: float = 1.0  # < 1 gives lower text-encoder layers smaller learning rates
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = 1.0
-    grad_accum: int = 1
-    loss: Literal["ce", "focal"] = "ce"
-    focal_gamma: float = 2.0
-    label_smoothing: float = 0.0
-    # > 0: R-Drop (Liang et al., NeurIPS 2021): each batch goes through twice under different dropout and
-    # this weight times the symmetric KL between the two predictions joins the loss. Twice the compute.
-    rdrop_alpha: float = 0.0
-    # > 0: this weight times a supervised contrastive loss on the fused embeddings (same-label rows of a
-    # batch pulled together, at supcon_temperature) joins the loss. Training only; inference is unchanged.
-    supcon_weight: float = 0.0
-    supcon_temperature: float = 0.3
-    # > 0 (needs ema_decay): the moving average of the weights is a teacher. This weight times the mean squared
-    # error between the model's logits and the average's (eval mode, no gradient) joins the loss: self-distillation
-    # towards its own average (Xu et al. 2020, "Improving BERT fine-tuning via self-ensemble and
-    # self-distillation"). One more forward pass a step, without gradient: about 10% more time on MELD text.
-    distill_weight: float = 0.0
-    # > 0: this coefficient times half the squared norm of every trainable weight matrix joins the loss. Unlike
-    # AdamW's decoupled weight_decay, which barely moves weights in a few hundred steps, it is the L2 penalty of
-    # a regularised logistic regression (scikit-learn's 1 / (C * n)), for small data and linear probes.
-    l2_penalty: float = 0.0
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 16  # examples per batch (per process)
+    eval_batch_size: int | None = None  # default: batch_size
+    lr: float = 1e-4  # learning rate of the fusion module, the head and what encoders add on top of a backbone
+    encoder_lr: float = 2e-5  # learning rate of the encoders' (pretrained) backbones
+    layer_decay: float = 1.0  # < 1: layer-wise learning-rate decay in the text encoder (Sun et al. 2019)
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay (not on biases and norms)
+    max_grad_norm: float | None = 1.0  # clip the gradient norm to this; null: no clipping
+    grad_accum: int = 1  # one optimiser step every this many batches
+    loss: Literal["ce", "focal"] = "ce"  # cross-entropy, or focal loss (Lin et al. 2017)
+    focal_gamma: float = 2.0  # focal loss: the focusing exponent
+    label_smoothing: float = 0.0  # of the main loss's targets (Szegedy et al. 2016)
+    # auto: n / (C * count) from the train split; sqrt: its square root, a milder push towards rare classes
+    class_weights: Literal["none", "auto", "sqrt"] | list[float] = "none"
+    # Terms added to the main loss, each {name: ..., weight: ..., its own options}: rdrop (R-Drop), supcon
+    # (supervised contrastive), distill (self-distillation towards the moving average), l2 (an L2 penalty),
+    # aux_heads (the auxiliary heads' cross-entropy; on, at weight 0.5, whenever the model has such heads)
+    loss_terms: list[LossTermConfig] = field(default_factory=list)
+    # > 0: also keep an exponential moving average of the weights (this decay per optimiser step); it is
+    # what is evaluated, selected and saved. About 1 / (1 - decay) steps are averaged.
+    ema_decay: float = 0.0
     # > 0: FGM adversarial training (Miyato et al. 2017): after each backward pass the text encoder's token
     # embeddings move by this L2 norm along their gradient, and the loss there joins the gradient. Twice the
     # compute a step; 1.0 is the usual setting for BERT-size models.
     adversarial_epsilon: float = 0.0
-    # this weight times the cross-entropy of each model.aux_labels head joins the loss
-    aux_weight: float = 0.5
-    # auto: n / (C * count) from the train split; sqrt: its square root, a milder push towards rare classes
-    class_weights: Literal["none", "auto", "sqrt"] | list[float] = "none"
-    # > 0: also keep an exponential moving average of the weights (this decay per optimiser step); it is
-    # what is evaluated, selected and saved. About 1 / (1 - decay) steps are averaged.
-    ema_decay: float = 0.0
-    sampler: Literal["random", "balanced", "length_bucketed"] = "random"  # length_bucketed: fast text runs
-    # length_bucketed: examples are sorted by length within pools of this many batches (then the batches
-    # are shuffled); larger pools pad less and make each batch's lengths more alike
-    bucket_pool_batches: int = 50
-    # length_bucketed: what "length" is: the utterance with its dialogue context (input), or the utterance
-    # alone (utterance), which groups short replies such as "Okay." together whatever their context
-    bucket_by: Literal["input", "utterance"] = "input"
-    scheduler: Literal["constant", "linear", "cosine"] = "linear"
     # > 0: the first this many epochs (counted in epochs) train only the fusion module and the head, on the
     # encoders' features (LP-FT, Kumar et al. 2022); the encoders' warmup and decay start after them
     head_only_epochs: int = 0
-    warmup_ratio: float = 0.0
-    select_on: str = "dev"
+    # random; balanced: class-balanced draws; length_bucketed: batches of similar text length (fast text runs)
+    sampler: Literal["random", "balanced", "length_bucketed"] = "random"
+    # length_bucketed: examples are sorted by length within pools of this many batches (then the batches
+    # are shuffled); larger pools pad less and make each batch's lengths more alike
+    bucket_pool_batches: int = 50
+    scheduler: Literal["constant", "linear", "cosine"] = "linear"  # the learning rate after warmup
+    warmup_ratio: float = 0.0  # the first this fraction of the steps warm the learning rate up linearly
+    select_on: str = "dev"  # the split the best epoch is selected on (never test)
     # best: keep the epoch with the best select_on metric (the first, on ties); last: keep the final epoch
     # (no selection), e.g. a regularised linear model trained to convergence, as scikit-learn fits one
     selection: Literal["best", "last"] = "best"
-    metric: Literal["weighted_f1", "macro_f1", "accuracy", "uar"] = "weighted_f1"
-    early_stopping_patience: int | None = None
+    metric: Literal["weighted_f1", "macro_f1", "accuracy", "uar"] = "weighted_f1"  # what selection maximises
+    early_stopping_patience: int | None = None  # stop after this many epochs without a better select_on metric
     eval_test: bool = True  # evaluate the dev-selected checkpoint on test once, at the end
-    seed: int = 0
-    deterministic: bool = False
+    seed: int = 0  # seeds Python, NumPy, torch, the encoders' initialisation and the data order
+    deterministic: bool = False  # torch's deterministic algorithms for the run
+    # auto: bf16 on GPUs that have it, fp16 on older GPUs, full precision on CPU
     precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    checkpoint_every_steps: int | None = None
-    log_every_steps: int = 20
+    checkpoint_every_steps: int | None = None  # also checkpoint every this many optimiser steps (besides each epoch)
+    log_every_steps: int = 20  # TensorBoard: the running loss and learning rates every this many steps
     max_steps: int | None = None  # stop early, for smoke tests
-    progress: bool = True
+    progress: bool = True  # progress bars
 
 
 @dataclass
 class Config:
-    name: str = "run"
-    output_dir: str = "runs"
-    data: DataConfig = field(default_factory=DataConfig)
+    name: str = "run"  # run folders are named <name>-<timestamp>
+    output_dir: str = "runs"  # where run folders are made
+    data: DataConfig = field(default_factory=lambda: from_dict(DataConfig, {}, "data"))
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -190,35 +190,19 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------------
-# Polymorphic sections: encoders and fusions register their own config dataclasses
-# --------------------------------------------------------------------------------------------------
-
-
-def _polymorphic_class(base: type, data: dict, key: str) -> type:
-    from mmemo.registry import ENCODERS, FUSIONS
-
-    registry = ENCODERS if base is EncoderConfig else FUSIONS
-    name = data.get("name", "" if base is EncoderConfig else "concat")
-    if not name:
-        raise ConfigError(f"{key}.name: missing; allowed: {', '.join(registry.names())}")
-    if name not in registry:
-        raise ConfigError(f"{key}.name: unknown {registry.kind} '{name}'; allowed: {', '.join(registry.names())}")
-    return registry.get(name).config_class
-
-
-# --------------------------------------------------------------------------------------------------
 # Dict -> dataclass with type checks
 # --------------------------------------------------------------------------------------------------
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A type annotation as a user reads it: ``int | null``, ``list[str]``, ``'ce' | 'focal'``."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
     if origin is not None:
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in typing.get_args(tp))}]"
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
@@ -241,7 +225,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if isinstance(value, bool) and ("no" if not value else "yes") in allowed:
@@ -253,12 +237,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
+            raise ConfigError(f"{key}: expected a list ({type_name(tp)}), got {value!r}")
         (item_tp,) = typing.get_args(tp)
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping ({_type_name(tp)}), got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping ({type_name(tp)}), got {value!r}")
         key_tp, val_tp = typing.get_args(tp)
         return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
@@ -289,6 +273,65 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported schema type {tp!r}")
 
 
+# Settings of earlier versions that ``upgrade`` cannot carry over, by (config class, key): why, for the error.
+_NO_GAIN = "removed; it measured no gain, see experiments/meld_text/README.md"
+RETIRED: dict[tuple[str, str], str] = {
+    ("TrainConfig", "bucket_by"): "removed: length buckets sort on the utterance with its context",
+    **{("HFTextConfig", key): _NO_GAIN for key in ("pool_speaker_name", "ascii_punctuation", "target_segment",
+                                                   "context_dropout")},
+}
+
+
+def upgrade(data: dict) -> dict:
+    """A config written by an earlier version (a saved model's or a run's config.yaml) in today's schema: the
+    loss weights of ``train`` become ``train.loss_terms``, a manifest's own section moves into ``data``, and
+    retired keys at their old defaults go. A retired key that was set to something else stays, so that the
+    error names it (``RETIRED``) instead of a model that silently differs from the one trained."""
+    out = copy.deepcopy(data)
+    sections = [out.get("data")] + list((out.get("data") or {}).get("auxiliary", {}).values()) if isinstance(
+        out.get("data"), dict) else []
+    for d in (s for s in sections if isinstance(s, dict)):
+        manifest = d.pop("manifest", None) if isinstance(d.get("manifest"), dict) else None
+        source = d.get("source", "meld")
+        if source == "manifest":
+            for k, v in (manifest or {}).items():
+                if v not in (None, {}, []):
+                    d.setdefault(k, v)
+            if d.get("label_column"):
+                d.setdefault("columns", {})["label"] = d["label_column"]
+            d.pop("label_column", None)
+            d.pop("root", None)
+        elif source == "emorynlp":
+            d.pop("label_column", None)
+    train = out.get("train")
+    if isinstance(train, dict):
+        terms = train.get("loss_terms") or []
+        for old, name in (("rdrop_alpha", "rdrop"), ("supcon_weight", "supcon"), ("distill_weight", "distill"),
+                          ("l2_penalty", "l2")):
+            weight = train.pop(old, 0.0)
+            if weight:
+                term = {"name": name, "weight": weight}
+                if name == "supcon":
+                    term["temperature"] = train.get("supcon_temperature", 0.3)
+                terms.append(term)
+        train.pop("supcon_temperature", None)
+        aux_weight = train.pop("aux_weight", 0.5)
+        if aux_weight != 0.5:
+            terms.append({"name": "aux_heads", "weight": aux_weight})
+        if terms:
+            train["loss_terms"] = terms
+        if train.get("bucket_by") == "input":
+            del train["bucket_by"]
+    encoders = (out.get("model") or {}).get("encoders") if isinstance(out.get("model"), dict) else None
+    text = encoders.get("text") if isinstance(encoders, dict) else None
+    if isinstance(text, dict):
+        for key, default in (("pool_speaker_name", True), ("ascii_punctuation", False), ("target_segment", False),
+                             ("context_dropout", 0.0)):
+            if key in text and text[key] == default:
+                del text[key]
+    return out
+
+
 def from_dict(cls: type, data: Any, key: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, checking every key and type."""
     if isinstance(data, cls):
@@ -297,15 +340,19 @@ def from_dict(cls: type, data: Any, key: str = "") -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{key or 'config'}: expected a mapping, got {data!r}")
-    if cls in (EncoderConfig, FusionConfig):
-        cls = _polymorphic_class(cls, data, key)
+    registry = cls.__dict__.get("registry")
+    if registry is not None:  # a polymorphic base: the registered part's own config dataclass reads the section
+        default = {f.name: f.default for f in dataclasses.fields(cls)}[registry.key]
+        cls = registry.config_class(data.get(registry.key, default), key or "config")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for name, value in data.items():
         sub = f"{key}.{name}" if key else str(name)
         if name not in fields:
-            raise ConfigError(f"{sub}: unknown key; allowed: {', '.join(fields)}")
+            retired = RETIRED.get((cls.__name__, name))
+            hint = f" ({retired})" if retired else ""
+            raise ConfigError(f"{sub}: unknown key{hint}; allowed: {', '.join(fields)}")
         kwargs[name] = _coerce(value, hints[name], sub)
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
@@ -355,8 +402,8 @@ def merge(base: dict, update: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            # A new encoder/fusion name replaces that section instead of mixing two schemas.
-            if "name" in value and value["name"] != out[key].get("name"):
+            # A new encoder, fusion or reader replaces that section instead of mixing two schemas.
+            if any(k in value and value[k] != out[key].get(k) for k in ("name", "source")):
                 out[key] = copy.deepcopy(value)
             else:
                 out[key] = merge(out[key], value)
@@ -378,11 +425,12 @@ def build_config(data: dict, base_dir: Path | None = None) -> Config:
     validate(config)
     if base_dir is not None:
         for d in (config.data, *config.data.auxiliary.values()):
-            d.root = _resolve_path(d.root, base_dir)
-            m = d.manifest
-            if m.path:
-                m.path = _resolve_path(m.path, base_dir)
-            m.paths = {k: _resolve_path(v, base_dir) for k, v in m.paths.items()}
+            for name in d.path_fields:
+                value = getattr(d, name)
+                if isinstance(value, str):
+                    setattr(d, name, _resolve_path(value, base_dir))
+                elif isinstance(value, dict):
+                    setattr(d, name, {k: _resolve_path(v, base_dir) for k, v in value.items()})
     return config
 
 
@@ -396,24 +444,35 @@ def _resolve_path(path: str, base_dir: Path) -> str:
     return str(candidate) if candidate.exists() else str(p)
 
 
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """`` at line L, column C: problem`` from a YAML error, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: {problem}"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
     """Load a YAML config (or defaults when ``path`` is None) and apply overrides."""
     data: dict = {}
     base_dir = None
     if path is not None:
         path = Path(path)
-        if not path.exists():
+        if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{path}: not valid YAML{_yaml_where(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         base_dir = path.parent
     if overrides:
         update = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
         data = merge(data, update)
+    data = upgrade(data)
     # Fill in default encoders for modalities that have none, so `model.modalities=[text,audio]` works.
     model = data.setdefault("model", {}) if isinstance(data.get("model", {}), dict) else data["model"]
     if isinstance(model, dict):
@@ -425,24 +484,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
                     encoders[m] = default_encoder(m)
                 elif m in MODALITIES and isinstance(encoders[m], dict) and "name" not in encoders[m]:
                     encoders[m] = {**default_encoder(m), **encoders[m]}
-    return build_config(data, base_dir)
-
-
-def _validate_source(data: DataConfig, key: str) -> None:
-    if data.source == "manifest":
-        man = data.manifest
-        if not man.path and not man.paths:
-            raise ConfigError(f"{key}.manifest: set path (one table) or paths (one table per split)")
-        if man.path and man.paths:
-            raise ConfigError(f"{key}.manifest: set either path or paths, not both")
-        from mmemo.data.manifest import MANIFEST_FIELDS
-
-        for f in man.columns:
-            if f not in MANIFEST_FIELDS:
-                raise ConfigError(f"{key}.manifest.columns.{f}: unknown field; allowed: {', '.join(MANIFEST_FIELDS)}")
+    try:
+        return build_config(data, base_dir)
+    except ConfigError as exc:
+        if path is None:
+            raise
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def validate(config: Config) -> None:
+    """Checks across sections (each section's own checks are its dataclass's ``validate``)."""
     mods = config.model.modalities
     if not mods:
         raise ConfigError("model.modalities: empty; choose one or more of text, audio, vision")
@@ -454,8 +505,6 @@ def validate(config: Config) -> None:
     for m, enc in config.model.encoders.items():
         if m not in MODALITIES:
             raise ConfigError(f"model.encoders.{m}: unknown modality; allowed: {', '.join(MODALITIES)}")
-        from mmemo.registry import ENCODERS
-
         entry = ENCODERS.get(enc.name)
         if entry.modality != m:
             raise ConfigError(
@@ -478,52 +527,40 @@ def validate(config: Config) -> None:
     for name in ("epochs", "batch_size", "grad_accum", "bucket_pool_batches"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: must be >= 1, got {getattr(t, name)}")
-    if t.rdrop_alpha < 0:
-        raise ConfigError(f"train.rdrop_alpha: {t.rdrop_alpha} is negative; 0 turns R-Drop off")
     if t.ema_decay and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay: {t.ema_decay} is not in [0, 1); 0 turns the average off")
     if not 0 <= t.head_only_epochs < t.epochs:
         raise ConfigError(f"train.head_only_epochs: must be in [0, train.epochs) = [0, {t.epochs}) (0 turns the "
                           f"head-only phase off), got {t.head_only_epochs}")
-    if t.supcon_weight < 0:
-        raise ConfigError(f"train.supcon_weight: must be >= 0 (0 turns it off), got {t.supcon_weight}")
     if t.adversarial_epsilon < 0:
         raise ConfigError(f"train.adversarial_epsilon: must be >= 0 (0 turns it off), got {t.adversarial_epsilon}")
-    if t.l2_penalty < 0:
-        raise ConfigError(f"train.l2_penalty: must be >= 0 (0 turns it off), got {t.l2_penalty}")
-    if t.aux_weight < 0:
-        raise ConfigError(f"train.aux_weight: must be >= 0, got {t.aux_weight}")
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    names = [term.name for term in t.loss_terms]
+    for i, term in enumerate(t.loss_terms):
+        if term.name in names[:i]:
+            raise ConfigError(f"train.loss_terms[{i}]: {term.name} is listed twice")
+        if hasattr(term, "check"):
+            term.check(config, f"train.loss_terms[{i}]")
     for name, classes in config.model.aux_labels.items():
         if len(classes) < 2 or len({c.strip().lower() for c in classes}) != len(classes):
             raise ConfigError(f"model.aux_labels.{name}: needs two or more distinct class names, got {list(classes)}")
-    if t.distill_weight < 0:
-        raise ConfigError(f"train.distill_weight: must be >= 0 (0 turns it off), got {t.distill_weight}")
-    if t.distill_weight and not t.ema_decay:
-        raise ConfigError("train.distill_weight: the teacher is the moving average of the weights; set train.ema_decay")
-    if t.supcon_temperature <= 0:
-        raise ConfigError(f"train.supcon_temperature: must be > 0, got {t.supcon_temperature}")
-    if not 0 <= t.warmup_ratio < 1:
-        raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
-    _validate_source(config.data, "data")
     if config.data.main_label_map:
         raise ConfigError("data.main_label_map: only an auxiliary corpus (data.auxiliary.NAME) maps its labels onto "
                           "the main corpus's")
+    main_classes = {c.lower() for c in get_label_set(config.data.label_set, config.data.labels).names}
     for name, aux in config.data.auxiliary.items():
         key = f"data.auxiliary.{name}"
         if aux.auxiliary:
             raise ConfigError(f"{key}.auxiliary: an auxiliary corpus cannot have auxiliary corpora of its own")
         if name in ("source", "split", "corpus"):
             raise ConfigError(f"{key}: '{name}' is a field every example carries; name the corpus otherwise")
-        _validate_source(aux, key)
-        from mmemo.labels import get_label_set
-
         classes = list(get_label_set(aux.label_set, aux.labels).names)
         given = config.model.aux_labels.get(name)
         if given is not None and [c.strip().lower() for c in given] != [c.lower() for c in classes]:
             raise ConfigError(f"model.aux_labels.{name}: {list(given)} differs from the label set of {key} ({classes}); "
                               f"leave it out and it is filled in")
         config.model.aux_labels[name] = classes
-        main_classes = {c.lower() for c in get_label_set(config.data.label_set, config.data.labels).names}
         for own, main in aux.main_label_map.items():
             if str(own).strip().lower() not in {c.lower() for c in classes}:
                 raise ConfigError(f"{key}.main_label_map: {own!r} is not a label of {key} ({classes})")

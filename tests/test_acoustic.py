@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from mmemo.config import DataConfig, load_config
-from mmemo.data.cache import encoder_fingerprint
 from mmemo.data.examples import Example, Splits
-from mmemo.data.manifest import read_manifest
 from mmemo.data.media import load_audio
+from mmemo.data.readers.manifest import read_manifest
 from mmemo.labels import get_label_set
 from mmemo.models.encoders.audio import (
     AcousticConfig,
@@ -21,6 +20,7 @@ from mmemo.models.encoders.audio import (
     acoustic_functionals,
 )
 from mmemo.models.encoders.base import Processor, fit_processors
+from mmemo.training.cache import encoder_fingerprint
 from mmemo.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_acoustic_encoder_trains_in_a_tiny_run(emodb, tmp_path):
     label_set = get_label_set("emodb7")
     splits = Splits({"train": _pick(emodb, "03", 16) + _pick(emodb, "16", 16), "dev": _pick(emodb, "11", 8)})
     config = load_config(None, {
-        "data": {"source": "manifest", "label_set": "emodb7", "manifest": {"path": "unused.csv"}},
+        "data": {"source": "manifest", "label_set": "emodb7", "path": "unused.csv"},
         "model": {"modalities": ["audio"], "encoders": {"audio": {"name": "acoustic", "speaker_norm": True, "hidden": [32],
                                                                    "dim": 16}},
                   "fusion": {"name": "concat", "dim": 16}},
@@ -135,10 +135,10 @@ def test_acoustic_encoder_trains_in_a_tiny_run(emodb, tmp_path):
 
 
 def test_linear_config_makes_the_model_a_logistic_regression_on_the_functionals(emodb, tmp_path):
-    """configs/emodb/acoustic_linear.yaml: no encoder layers, no fusion layers, an L2 penalty, the last epoch kept."""
+    """scripts/bench/configs/emodb/acoustic_linear.yaml: no encoder layers, no fusion layers, an L2 penalty, the last epoch kept."""
     label_set = get_label_set("emodb7")
     splits = Splits({"train": _pick(emodb, "03", 16) + _pick(emodb, "16", 16), "dev": _pick(emodb, "11", 8)})
-    config = load_config(REPO / "configs/emodb/acoustic_linear.yaml",
+    config = load_config(REPO / "scripts/bench/configs/emodb/acoustic_linear.yaml",
                          ["train.epochs=3", "train.progress=false", "train.eval_test=false"])
     trainer = Trainer(config, run_dir=tmp_path / "run", splits=splits, label_set=label_set)
     model = trainer.unwrapped

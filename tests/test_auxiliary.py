@@ -10,15 +10,20 @@ import torch
 import torch.nn.functional as F
 
 from mmemo.config import ConfigError, load_config
-from mmemo.data.emorynlp import parse_speakers, read_emorynlp
-from mmemo.data.meld import read_meld_csv
-from mmemo.data.sources import episode, load_splits
+from mmemo.data.loading import episode, load_splits
+from mmemo.data.readers.emorynlp import parse_speakers, read_emorynlp
+from mmemo.data.readers.meld import read_meld_csv
 from mmemo.data.tables import DataError
 from mmemo.labels import IGNORE, LABEL_SETS, LabelError
 from mmemo.models.model import EmotionModel
+from mmemo.training.loss_terms.auxiliary_heads import AuxiliaryHeads
 from mmemo.training.losses import FocalLoss, WeightedCrossEntropy, cross_entropy
 from mmemo.training.trainer import Trainer
 from tests.conftest import tiny_config
+
+
+def aux_heads(trainer: Trainer) -> AuxiliaryHeads:
+    return next(t for t in trainer.loss_terms if isinstance(t, AuxiliaryHeads))
 
 EMORY = list(LABEL_SETS["emorynlp7"])
 COLUMNS = ["Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode", "Start_Time", "End_Time"]
@@ -57,12 +62,12 @@ def test_emorynlp_reader_names_the_row_of_bad_input(tmp_path):
     bad = scene(1, 1, 1, 2)
     bad[1][4] = "two"
     write_emorynlp(tmp_path / "a", {"train": bad})
-    with pytest.raises(DataError, match=r"emorynlp_train_final.csv: row 3: .*must be integers"):
+    with pytest.raises(DataError, match=r"emorynlp_train_final.csv: line 3: .*must be integers"):
         read_emorynlp(tmp_path / "a")
     twice = scene(1, 1, 1, 2)
     twice[1][4] = 1
     write_emorynlp(tmp_path / "b", {"train": twice})
-    with pytest.raises(DataError, match=r"row 3: duplicate .* train/s1e1c1u1 \(first at row 2\)"):
+    with pytest.raises(DataError, match=r"line 3: duplicate .* train/s1e1c1u1 \(first on line 2\)"):
         read_emorynlp(tmp_path / "b")
     write_emorynlp(tmp_path / "c", {"dev": scene(1, 1, 1, 2)})
     with pytest.raises(DataError, match="emorynlp_train_final.csv not found"):
@@ -119,12 +124,12 @@ def test_auxiliary_config_errors_name_the_key(demo_tree, tmp_path):
         tiny_config(demo_tree, ("text",), data__auxiliary={"split": {"source": "emorynlp", "root": str(root)}})
     with pytest.raises(ConfigError, match="train.sampler: balanced is not supported with data.auxiliary"):
         aux_config(demo_tree, root, train__sampler="balanced")
-    with pytest.raises(ConfigError, match="data.auxiliary.extra.manifest: set path"):
+    with pytest.raises(ConfigError, match="data.auxiliary.extra: a manifest needs path"):
         tiny_config(demo_tree, ("text",), data__auxiliary={"extra": {"source": "manifest"}})
     with pytest.raises(ConfigError, match="data.auxiliary.emorynlp.source"):
         aux_config(demo_tree, root, data__auxiliary__emorynlp__source="emory")
     config = aux_config(demo_tree, root, data__auxiliary__emorynlp__label_map={"Mad": "anger"})
-    with pytest.raises(LabelError, match=r"row 3 \(split train of data.auxiliary.emorynlp\): label 'anger' is not"):
+    with pytest.raises(LabelError, match=r"line 3 \(split train of data.auxiliary.emorynlp\): label 'anger' is not"):
         load_splits(config)
 
 
@@ -143,7 +148,7 @@ def test_main_label_map_gives_mapped_auxiliary_rows_an_emotion_label_too(demo_tr
     counts = dict(zip(trainer.label_set.names, trainer.class_counts))
     assert counts["fear"] == sum(ex.label == "fear" for ex in main) + 2  # two scared rows join the emotion head
     assert counts["neutral"] == sum(ex.label == "neutral" for ex in main)
-    targets = trainer.aux_targets["emorynlp"]
+    targets = aux_heads(trainer).targets["emorynlp"]
     assert all(t >= 0 for t, ex in zip(targets.tolist(), trainer.splits["train"]) if ex.meta.get("corpus"))
 
     with pytest.raises(ConfigError, match=r"data.auxiliary.emorynlp.main_label_map: 'glad' is not a label of"):
@@ -177,11 +182,12 @@ def test_training_with_an_auxiliary_corpus_trains_its_head_on_its_rows_only(demo
     free = [(s, e) for s in range(1, 10) for e in range(1, 25) if (s, e) not in dev_held]
     root = write_emorynlp(tmp_path / "emory", {"train": scene(*free[0], 1, 6) + scene(*free[1], 2, 6)})
     config = aux_config(demo_tree, root, train__epochs=2, train__eval_test=False, train__batch_size=8,
-                        train__aux_weight=0.7, train__sampler="length_bucketed")
+                        train__loss_terms=[{"name": "aux_heads", "weight": 0.7}],
+                        train__sampler="length_bucketed")
     trainer = Trainer(config, run_dir=tmp_path / "run")
     rows = trainer.splits["train"]
     assert len(rows) == 28 and sum(ex.label is None for ex in rows) == 12
-    targets = trainer.aux_targets["emorynlp"]
+    targets = aux_heads(trainer).targets["emorynlp"]
     assert [t for t, ex in zip(targets.tolist(), rows) if ex.label is not None] == [IGNORE] * 16
     assert all(t >= 0 for t, ex in zip(targets.tolist(), rows) if ex.label is None)
     assert trainer.class_counts == [sum(ex.label == c for ex in rows) for c in trainer.label_set.names]
@@ -189,7 +195,7 @@ def test_training_with_an_auxiliary_corpus_trains_its_head_on_its_rows_only(demo
     batch = next(b for b in trainer.train_loader if 0 < int((b["labels"] == IGNORE).sum()) < len(b["labels"]))
     trainer.model.train()
     torch.manual_seed(3)
-    loss = trainer._training_loss(batch)
+    loss = trainer.compute_loss(batch)
     torch.manual_seed(3)
     out = trainer.model(batch["inputs"], batch["present"], batch["labels"], trainer.criterion)
     labelled = batch["labels"] != IGNORE

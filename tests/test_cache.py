@@ -11,11 +11,11 @@ import torch
 
 from mmemo.ablation import ablate
 from mmemo.config import load_config
-from mmemo.data.cache import EmbeddingCache, cache_frozen_encoders, encoder_fingerprint, example_key
 from mmemo.data.dataset import Collator, EmotionDataset
-from mmemo.data.sources import load_splits
+from mmemo.data.loading import load_splits
 from mmemo.models.encoders.base import Encoder
 from mmemo.models.model import EmotionModel
+from mmemo.training.cache import EmbeddingCache, cache_frozen_encoders, encoder_fingerprint, example_key
 from tests.conftest import tiny_config, tiny_overrides
 
 

@@ -92,3 +92,24 @@ def test_resolved_config_round_trips(tmp_path):
     cfg.save(tmp_path / "c.yaml")
     again = load_config(tmp_path / "c.yaml")
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_configs_of_earlier_versions_load_and_retired_settings_say_what_replaced_them():
+    earlier = tiny_overrides(None, ("text",))
+    earlier["data"].update({"label_column": None, "manifest": {"path": None, "paths": {}, "columns": {}}})
+    earlier["model"]["encoders"]["text"].update({"pool_speaker_name": True, "ascii_punctuation": False,
+                                                 "target_segment": False, "context_dropout": 0.0})
+    earlier["train"].update({"rdrop_alpha": 0.0, "supcon_weight": 0.3, "supcon_temperature": 0.2, "distill_weight": 0.0,
+                             "l2_penalty": 0.1, "aux_weight": 0.5, "bucket_by": "input"})
+    config = load_config(None, earlier)  # a saved model's config.yaml from before loss terms
+    assert [(t.name, t.weight) for t in config.train.loss_terms] == [("supcon", 0.3), ("l2", 0.1)]
+    assert config.train.loss_terms[0].temperature == 0.2
+    manifest = {"source": "manifest", "root": "data/MELD.Raw", "label_column": "emotion", "label_set": "emodb7",
+                "manifest": {"path": "labels.csv", "columns": {"audio": "file"}, "split_column": "speaker"}}
+    data = load_config(None, {**tiny_overrides(None, ("audio",)), "data": manifest}).data
+    assert (data.path, data.columns, data.split_column) == ("labels.csv", {"audio": "file", "label": "emotion"}, "speaker")
+    earlier["model"]["encoders"]["text"]["target_segment"] = True  # a setting that changed the model: not dropped
+    with pytest.raises(ConfigError, match=r"model.encoders.text.target_segment: unknown key \(removed; it measured no gain"):
+        load_config(None, earlier)
+    assert [(t.name, t.weight) for t in load_config(None, ["train.l2_penalty=0.1"]).train.loss_terms] == [("l2", 0.1)]
+    assert load_config(None, ["data.source=manifest", "data.manifest.path=x.csv"]).data.path == "x.csv"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmemo.data.meld import read_meld
+from mmemo.data.readers.meld import read_meld
 
 REPO = Path(__file__).resolve().parents[1]
 

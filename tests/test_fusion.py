@@ -283,7 +283,8 @@ def test_bad_fusion_fields_name_the_key(overrides, key):
 def test_models_command_lists_every_fusion_with_a_description(capsys):
     assert cli_main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    fusions = lines[lines.index("fusions:") + 1:]
+    start = lines.index("fusions:") + 1
+    fusions = lines[start:next(i for i in range(start, len(lines)) if not lines[i].startswith(" "))]
     listed = {line.split()[0]: line.split(None, 1)[1] for line in fusions}
     assert set(listed) == set(FUSION_NAMES) >= {"concat", "late", "gated", "tensor", "low_rank", "cross_attention", "bottleneck", "probe"}
     assert all(len(description) > 20 for description in listed.values())

@@ -16,6 +16,7 @@ from PIL import Image
 from mmemo.cli import main
 from mmemo.data.demo import make_frames, make_voice, write_clip
 from mmemo.data.examples import Example
+from mmemo.errors import CheckpointError
 from mmemo.inference import EmotionRecognizer, InputError
 from mmemo.labels import get_label_set
 from mmemo.models.model import EmotionModel
@@ -151,7 +152,7 @@ def test_pickled_checkpoint_is_refused_unless_opted_in(saved, media, tmp_path):
     pickled = shutil.copytree(folder, tmp_path / "pickled")
     (pickled / "model.safetensors").unlink()
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
-    with pytest.raises(PermissionError, match=r"pytorch_model.bin: refusing to load a pickled checkpoint"):
+    with pytest.raises(CheckpointError, match=r"pytorch_model.bin: refusing to load a pickled checkpoint"):
         EmotionRecognizer.from_pretrained(pickled)
     opted_in = EmotionRecognizer.from_pretrained(pickled, device="cpu", allow_pickle=True)
     assert opted_in.predict(text=TEXT).probs == expected
@@ -160,7 +161,7 @@ def test_pickled_checkpoint_is_refused_unless_opted_in(saved, media, tmp_path):
     (hostile / "model.safetensors").unlink()
     marker = tmp_path / "code-ran"
     torch.save({"weights": _Payload(marker)}, hostile / "model.pt")
-    with pytest.raises(PermissionError, match="refusing"):
+    with pytest.raises(CheckpointError, match="refusing"):
         EmotionRecognizer.from_pretrained(hostile)
     with pytest.raises(Exception, match="(?i)weights.only"):  # even opted in: tensors only, no code
         EmotionRecognizer.from_pretrained(hostile, allow_pickle=True)
@@ -316,7 +317,7 @@ def _bad_inputs(tmp):
         "unsupported format": ({"audio": str(tmp / "notes.txt")}, r"audio: \S*notes.txt: unsupported format \(.txt; audio reads"),
         "corrupt file": ({"video": str(tmp / "bad.mp4")}, r"audio: \S*bad.mp4: cannot decode audio.*vision: \S*bad.mp4: cannot decode video"),
         "missing file": ({"image": str(tmp / "gone.jpg")}, r"vision: \S*gone.jpg: missing file"),
-        "empty string": ({"text": "  "}, r"text: empty string"),
+        "empty string": ({"text": "  "}, r"text: text: empty text"),
         "silent audio": ({"audio": str(tmp / "silent.wav")}, r"audio: \S*silent.wav: silent audio"),
         "zero-length audio file": ({"audio": str(tmp / "no_samples.wav")}, r"audio: \S*no_samples.wav: (zero-length audio|cannot decode audio)"),
         "zero-length audio array": ({"audio": (np.zeros(0, np.float32), SR)}, r"audio: audio ndarray float32\[0\] at 16000 Hz: zero-length audio"),

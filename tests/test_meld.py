@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mmemo.data.context import attach_context
-from mmemo.data.meld import parse_timestamp, read_meld, read_meld_csv
+from mmemo.data.readers.meld import parse_timestamp, read_meld, read_meld_csv
 from mmemo.data.tables import DataError
 from mmemo.data.text import fix_text
 
@@ -54,7 +54,7 @@ def test_missing_column_is_fatal_and_named(tmp_path):
 def test_bad_row_is_named(tmp_path):
     p = tmp_path / "train_sent_emo.csv"
     p.write_text("Utterance,Speaker,Emotion,Dialogue_ID,Utterance_ID\nhi,Joey,joy,0,0\nyo,Ross,joy,x,1\n")
-    with pytest.raises(DataError, match="row 3"):
+    with pytest.raises(DataError, match="line 3"):
         read_meld_csv(p, "train", None)
 
 
@@ -118,131 +118,6 @@ def test_text_with_context_marks_the_target_and_pools_only_it(shared_data):
     assert not torch.allclose(emb.pooled[0], emb.seq[0].mean(0), atol=1e-3)  # context informs, does not dilute
 
 
-def test_target_segment_gives_the_target_token_type_1(shared_data):
-    from mmemo.config import from_dict
-    from mmemo.models.encoders.text import HFTextConfig, HFTextEncoder, TextProcessor
-    from tests.conftest import TINY_TEXT
-
-    train = attach_context(read_meld(shared_data / "meld")["train"], past=2, future=1)
-    example = next(e for e in train if e.id == "train/dia1_utt5")
-    settings = {**TINY_TEXT, "max_length": 64, "context_turns": 2, "future_turns": 1}
-    torch.manual_seed(0)
-    encoder = HFTextEncoder(from_dict(HFTextConfig, {**settings, "target_segment": True})).eval()
-    processor = TextProcessor(encoder.config)
-    batch = processor.collate([processor(example)])
-    mask = batch["target_mask"]
-    assert 0 < mask.sum() < batch["attention_mask"].sum()
-
-    marked = encoder(**batch)
-    by_hand = encoder.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            token_type_ids=mask.long()).last_hidden_state
-    assert torch.allclose(marked.seq, by_hand, atol=1e-6)
-    encoder.config.target_segment = False
-    plain = encoder(**batch)
-    assert not torch.allclose(marked.seq[0, ~mask[0]], plain.seq[0, ~mask[0]], atol=1e-4)  # context sees which turn
-
-    encoder.config.target_segment = True
-    encoder.zero_grad()
-    encoder(**batch).pooled.sum().backward()
-    assert encoder.model.embeddings.token_type_embeddings.weight.grad[1].abs().sum() > 0  # type 1 learns
-
-    no_types = {**settings, "target_segment": True, "model_overrides": {**settings["model_overrides"], "type_vocab_size": 1}}
-    with pytest.raises(ValueError, match=r"model.encoders.text.target_segment: .* 1 token type"):
-        HFTextEncoder(from_dict(HFTextConfig, no_types))
-
-
-def test_target_context_pooling_starts_as_the_target_mean_and_learns_the_context(shared_data):
-    from mmemo.config import from_dict
-    from mmemo.models.encoders.base import masked_mean
-    from mmemo.models.encoders.text import HFTextConfig, HFTextEncoder, TextProcessor
-    from tests.conftest import TINY_TEXT
-
-    train = attach_context(read_meld(shared_data / "meld")["train"], past=2, future=1)
-    examples = [e for e in train if e.context_before][:4]
-    settings = {**TINY_TEXT, "max_length": 64, "context_turns": 2, "future_turns": 1, "pooling": "target_context"}
-    torch.manual_seed(0)
-    encoder = HFTextEncoder(from_dict(HFTextConfig, settings)).eval()
-    processor = TextProcessor(encoder.config)
-    batch = processor.collate([processor(e) for e in examples])
-    target, attention = batch["target_mask"], batch["attention_mask"].bool()
-
-    emb = encoder(**batch)
-    assert emb.pooled.shape == (len(examples), encoder.dim) and encoder.dim == emb.seq.shape[-1]
-    torch.testing.assert_close(emb.pooled, masked_mean(emb.seq, target))  # at start: the target's mean alone
-
-    mix = encoder.context_mix
-    assert {id(p) for p in encoder.head_parameters()} == {id(mix.weight), id(mix.bias)}  # trains at the head lr
-    with torch.no_grad():
-        mix.weight[:, encoder.dim:].normal_()
-    context = attention & ~target
-    expected = masked_mean(emb.seq, target) + masked_mean(emb.seq, context) @ mix.weight[:, encoder.dim:].T
-    torch.testing.assert_close(encoder(**batch).pooled, expected, atol=1e-5, rtol=1e-5)
-
-    encoder.zero_grad()
-    with torch.no_grad():
-        mix.weight[:, encoder.dim:].zero_()
-    encoder(**batch).pooled.pow(2).sum().backward()
-    assert mix.weight.grad[:, encoder.dim:].abs().sum() > 0  # the context half learns from its zero start
-
-
-def test_context_dropout_hides_the_whole_context_of_some_examples_in_training_only(shared_data):
-    from mmemo.config import from_dict
-    from mmemo.models.encoders.text import HFTextConfig, HFTextEncoder, TextProcessor, hide_context
-    from tests.conftest import TINY_TEXT
-
-    train = attach_context(read_meld(shared_data / "meld")["train"], past=2, future=1)
-    examples = [e for e in train if e.context_before and e.context_after][:16]
-    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-    settings = {**TINY_TEXT, "max_length": 64, "context_turns": 2, "future_turns": 1, "context_dropout": 0.5,
-                "model_overrides": {**TINY_TEXT["model_overrides"], **no_dropout}}
-    torch.manual_seed(0)
-    encoder = HFTextEncoder(from_dict(HFTextConfig, settings))
-    processor = TextProcessor(encoder.config)
-    batch = processor.collate([processor(e) for e in examples])
-    target, attention = batch["target_mask"], batch["attention_mask"]
-
-    two = hide_context(torch.ones(2, 6, dtype=torch.long), torch.tensor([[0, 0, 1, 1, 0, 0]] * 2).bool(),
-                       torch.tensor([True, False]))
-    assert two.tolist() == [[1, 0, 1, 1, 1, 0], [1] * 6]  # [CLS], the target and the [SEP] after it; row 2 as is
-
-    encoder.eval()
-    with_context = encoder(**batch).pooled
-    alone_mask = hide_context(attention, target, torch.ones(len(examples), dtype=torch.bool))
-    alone = encoder(batch["input_ids"], alone_mask, target).pooled
-    other_context = torch.where(target | (alone_mask == 1), batch["input_ids"], torch.full_like(batch["input_ids"], 1996))
-    assert torch.allclose(encoder(other_context, alone_mask, target).pooled, alone, atol=1e-5)  # context unseen
-    assert torch.allclose(encoder(**batch).pooled, with_context)  # never in evaluation
-
-    encoder.train()
-    torch.manual_seed(1)
-    trained = encoder(**batch).pooled
-    saw_context = [torch.allclose(trained[i], with_context[i], atol=1e-5) for i in range(len(examples))]
-    saw_alone = [torch.allclose(trained[i], alone[i], atol=1e-5) for i in range(len(examples))]
-    assert all(a != b for a, b in zip(saw_context, saw_alone))  # each example either whole or alone
-    assert 0 < sum(saw_alone) < len(examples)
-
-    with pytest.raises(ValueError, match="model.encoders.text.context_dropout"):
-        HFTextEncoder(from_dict(HFTextConfig, {**settings, "context_dropout": 1.0}))
-
-
-@pytest.mark.parametrize("ascii_punctuation", [False, True])
-def test_pool_speaker_name_false_pools_the_words_and_keeps_the_name_in_the_input(shared_data, ascii_punctuation):
-    from mmemo.models.encoders.text import HFTextConfig, TextProcessor
-
-    dev = attach_context(read_meld(shared_data / "meld")["dev"], past=2, future=1)[:300]
-    settings = {"context_turns": 2, "future_turns": 1, "max_length": 128, "ascii_punctuation": ascii_punctuation}
-    pooled, words = TextProcessor(HFTextConfig(**settings)), TextProcessor(HFTextConfig(**settings, pool_speaker_name=False))
-    for example in dev:
-        a, b = pooled(example), words(example)
-        assert torch.equal(a["input_ids"], b["input_ids"]), example.id  # the model reads the same tokens
-        name = pooled._ids(f"{example.speaker}:")
-        assert b["target_mask"].sum() == a["target_mask"].sum() - len(name), example.id
-        assert b["input_ids"][b["target_mask"]].tolist() == pooled._ids(example.text), example.id
-        assert not (b["target_mask"] & ~a["target_mask"]).any(), example.id
-    tight = TextProcessor(HFTextConfig(context_turns=2, max_length=4, pool_speaker_name=False))
-    assert tight(dev[0])["target_mask"].any()  # a budget that holds only the name still pools something
-
-
 @pytest.mark.parametrize("max_length", [12, 20, 32])
 def test_text_with_context_fits_max_length_and_keeps_the_target(shared_data, max_length):
     from mmemo.data.examples import Turn
@@ -257,18 +132,6 @@ def test_text_with_context_fits_max_length_and_keeps_the_target(shared_data, max
         assert len(ids) <= max_length and ids[0] == processor.bos and ids[-1] == processor.sep, example.id
         if len(target) <= max_length - 4:  # room for [CLS], [SEP]s and the target: it is never cut
             assert out["input_ids"][out["target_mask"]].tolist() == target, example.id
-
-
-def test_ascii_punctuation_gives_curly_quotes_the_tokens_of_straight_ones(shared_data):
-    from mmemo.models.encoders.text import HFTextConfig, TextProcessor
-
-    curly = [e for e in read_meld(shared_data / "meld")["dev"] if "\u2019" in e.text][:50]
-    assert curly, "MELD dev has utterances with \u2019"
-    plain, ascii_ = TextProcessor(HFTextConfig()), TextProcessor(HFTextConfig(ascii_punctuation=True))
-    straight = [e.text.replace("\u2019", "'").replace("\u2018", "'").replace("\u2026", "...") for e in curly]
-    assert all(ascii_._ids(e.text) == plain._ids(s) for e, s in zip(curly, straight))
-    assert all(plain._ids(e.text) != plain._ids(s) for e, s in zip(curly, straight))
-    assert ascii_._ids("Well\u2026 \u201cno\u201d \u2014 fine") == plain._ids('Well... "no" \u2014 fine')
 
 
 def test_pool_layers_pools_the_mean_of_the_last_layers(shared_data):

@@ -9,11 +9,10 @@ import soundfile as sf
 import torch
 
 from mmemo.config import DataConfig, load_config
-from mmemo.data.cache import EmbeddingCache
 from mmemo.data.dataset import Collator, EmotionDataset, MediaReport
 from mmemo.data.examples import Example, Splits
-from mmemo.data.manifest import read_manifest
 from mmemo.data.media import MediaError, load_audio
+from mmemo.data.readers.manifest import read_manifest
 from mmemo.labels import get_label_set
 from mmemo.models.encoders import opensmile as osm
 from mmemo.models.encoders.base import fit_processors
@@ -24,6 +23,7 @@ from mmemo.models.encoders.opensmile import (
     OpenSmileProcessor,
     opensmile_feature_names,
 )
+from mmemo.training.cache import EmbeddingCache
 from mmemo.training.trainer import Trainer
 
 pytest.importorskip("opensmile")  # part of the dev extra; skipped only where it cannot be installed

@@ -3,9 +3,11 @@
 import pytest
 import torch
 
+from mmemo.config import ConfigError
 from mmemo.data.examples import Example, Turn
-from mmemo.training.sampling import bucketed_order, text_length, utterance_length
-from mmemo.training.trainer import EpochSampler
+from mmemo.training.sampling import EpochSampler, bucketed_order, text_length
+from mmemo.training.trainer import Trainer
+from tests.conftest import tiny_config
 
 
 def _spreads(order, lengths, batch_size):
@@ -52,10 +54,6 @@ def test_text_length_counts_context():
 
 
 def test_bucket_pool_batches_reaches_the_sampler_and_larger_pools_give_more_alike_batches(demo_tree, tmp_path):
-    from mmemo.config import ConfigError
-    from mmemo.training.trainer import Trainer
-    from tests.conftest import tiny_config
-
     lengths = torch.randint(1, 400, (2000,), generator=torch.Generator().manual_seed(0)).tolist()
     narrow = EpochSampler(2000, seed=0, lengths=lengths, batch_size=16, pool_batches=2)
     wide = EpochSampler(2000, seed=0, lengths=lengths, batch_size=16, pool_batches=1000)
@@ -65,20 +63,3 @@ def test_bucket_pool_batches_reaches_the_sampler_and_larger_pools_give_more_alik
     assert Trainer(config, run_dir=tmp_path / "run").train_sampler.pool_batches == 7
     with pytest.raises(ConfigError, match="train.bucket_pool_batches: must be >= 1"):
         tiny_config(demo_tree, ("text",), train__sampler="length_bucketed", train__bucket_pool_batches=0)
-
-
-def test_bucket_by_utterance_sorts_on_the_utterance_alone(demo_tree, tmp_path):
-    from mmemo.config import ConfigError
-    from mmemo.training.trainer import Trainer
-    from tests.conftest import tiny_config
-
-    ex = Example(id="a", text="hello", context_before=(Turn("Ross", "a much longer turn before it"),))
-    assert utterance_length(ex) == 5 < text_length(ex)
-    by_input = Trainer(tiny_config(demo_tree, ("text",), train__sampler="length_bucketed", model__encoders__text__context_turns=2),
-                       run_dir=tmp_path / "a")
-    by_utterance = Trainer(tiny_config(demo_tree, ("text",), train__sampler="length_bucketed",
-                                       train__bucket_by="utterance", model__encoders__text__context_turns=2), run_dir=tmp_path / "b")
-    assert by_utterance.train_sampler.lengths != by_input.train_sampler.lengths
-    assert all(u <= i for u, i in zip(by_utterance.train_sampler.lengths, by_input.train_sampler.lengths, strict=True))
-    with pytest.raises(ConfigError, match="bucket_by"):
-        tiny_config(demo_tree, ("text",), train__bucket_by="tokens")

@@ -6,7 +6,7 @@ import torch
 
 from mmemo.config import load_config
 from mmemo.data.dataset import Collator, EmotionDataset
-from mmemo.data.sources import load_splits
+from mmemo.data.loading import load_splits
 from mmemo.data.tables import DataError
 from mmemo.inference import EmotionRecognizer
 from mmemo.labels import LabelError
@@ -133,9 +133,9 @@ def test_manifest_training_on_real_ravdess_clips(shared_data, tmp_path):
     cfg = tiny_overrides(None, modalities=("text", "audio"))
     cfg["data"] = {
         "source": "manifest", "label_set": "ravdess8", "max_examples": 10, "max_audio_seconds": 2.0,
-        "manifest": {"path": str(shared_data / "ravdess_speech" / "labels.csv"),
-                     "columns": {"audio": "file", "text": "transcription", "label": "emotion", "speaker": "actor"},
-                     "split_column": "actor", "splits": {"train": ["08"], "dev": ["13"]}},
+        "path": str(shared_data / "ravdess_speech" / "labels.csv"),
+        "columns": {"audio": "file", "text": "transcription", "label": "emotion", "speaker": "actor"},
+        "split_column": "actor", "splits": {"train": ["08"], "dev": ["13"]},
     }
     result = train(load_config(None, cfg), run_dir=tmp_path / "ravdess")
     assert result.dev["n"] == 10 and result.test is None
@@ -143,9 +143,10 @@ def test_manifest_training_on_real_ravdess_clips(shared_data, tmp_path):
 
 
 def test_manifest_of_face_images(shared_data):
-    cfg = tiny_config(None, modalities=("vision",), data__source="manifest", data__label_set="faces8",
-                      data__manifest={"path": str(shared_data / "facial_expressions" / "labels.csv"),
-                                      "columns": {"image": "image", "label": "emotion"}})
+    cfg = tiny_overrides(None, modalities=("vision",))
+    cfg["data"] = {"source": "manifest", "label_set": "faces8", "path": str(shared_data / "facial_expressions" / "labels.csv"),
+                   "columns": {"image": "image", "label": "emotion"}}
+    cfg = load_config(None, cfg)
     splits, labels = load_splits(cfg)
     ex = splits["train"][0]
     assert len(splits["train"]) == 294 and ex.image.endswith(".jpg") and ex.label in labels
@@ -157,5 +158,5 @@ def test_missing_dev_split_and_unknown_label_are_named(demo_tree, tmp_path):
         Trainer(tiny_config(tmp_path, modalities=("text",)), run_dir=tmp_path / "r")
     (tmp_path / "dev_sent_emo.csv").write_text(
         "Utterance,Speaker,Emotion,Dialogue_ID,Utterance_ID\nhi,Joey,happy,0,0\n")
-    with pytest.raises(LabelError, match=r"dev_sent_emo.csv: row 2 \(split dev\): label 'happy' is not in label set meld7"):
+    with pytest.raises(LabelError, match=r"dev_sent_emo.csv: line 2 \(split dev\): label 'happy' is not in label set meld7"):
         load_splits(tiny_config(tmp_path, modalities=("text",)))

@@ -214,8 +214,8 @@ def test_hog_encoder_learns_stripe_direction_from_image_files(tmp_path):
         rows.append(f"{i}.png,{label},{'train' if i < 24 else 'dev'}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     config = load_config(None, [
-        "data.source=manifest", f"data.manifest.path={tmp_path / 'labels.csv'}", "data.label_set=faces8",
-        "data.manifest.columns.image=image", "data.manifest.columns.label=emotion", "data.manifest.split_column=split",
+        "data.source=manifest", f"data.path={tmp_path / 'labels.csv'}", "data.label_set=faces8",
+        "data.columns.image=image", "data.columns.label=emotion", "data.split_column=split",
         "model.modalities=[vision]", "model.encoders.vision.name=hog", "model.encoders.vision.image_size=32",
         "model.fusion.dim=32", "train.epochs=6", "train.batch_size=8", "train.lr=3e-3", "train.metric=accuracy",
         "train.eval_test=false", "train.progress=false", "data.num_workers=0",
@@ -229,11 +229,11 @@ def test_hog_encoder_learns_stripe_direction_from_image_files(tmp_path):
 
 
 def test_hog_linear_config_is_a_logistic_regression_on_the_histograms(shared_data, tmp_path):
-    """configs/faces/hog_linear.yaml on real face images: nothing trainable but the head's Linear on the
+    """scripts/bench/configs/faces/hog_linear.yaml on real face images: nothing trainable but the head's Linear on the
     8100 histograms, an L2 penalty, and the final epoch kept."""
     from mmemo.data.examples import Splits
-    from mmemo.data.manifest import read_manifest
-    from mmemo.data.sources import apply_labels
+    from mmemo.data.loading import apply_labels
+    from mmemo.data.readers.manifest import read_manifest
     from mmemo.labels import get_label_set
 
     repo = Path(__file__).resolve().parents[1]
@@ -241,8 +241,8 @@ def test_hog_linear_config_is_a_logistic_regression_on_the_histograms(shared_dat
     label_set = get_label_set("faces8")
     columns = {"image": "image", "label": "emotion", "speaker": "identity"}
     examples = apply_labels(read_manifest(manifest, columns=columns)["train"], label_set, {}, "all")[:24]
-    config = load_config(repo / "configs/faces/hog_linear.yaml",
-                         [f"data.manifest.path={manifest}", "train.epochs=2", "train.progress=false", "train.eval_test=false"])
+    config = load_config(repo / "scripts/bench/configs/faces/hog_linear.yaml",
+                         [f"data.path={manifest}", "train.epochs=2", "train.progress=false", "train.eval_test=false"])
     trainer = Trainer(config, run_dir=tmp_path / "run", splits=Splits({"train": examples[:16], "dev": examples[16:]}),
                       label_set=label_set)
     model = trainer.unwrapped
@@ -256,4 +256,4 @@ def test_hog_linear_config_is_a_logistic_regression_on_the_histograms(shared_dat
     weight, bias = model.head[-1].weight, model.head[-1].bias
     torch.testing.assert_close(out.logits, hog_features(frames) @ weight.T + bias, atol=1e-5, rtol=1e-5)
     result = trainer.fit()
-    assert config.train.l2_penalty > 0 and result.best_epoch == 2 and [h["best"] for h in result.history] == [True, True]
+    assert [(t.name, t.weight) for t in config.train.loss_terms] == [("l2", 0.05)] and result.best_epoch == 2 and [h["best"] for h in result.history] == [True, True]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmemo.data.meld import SPLITS
+from mmemo.data.readers.meld import SPLITS
 
 EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SENTIMENT = {"neutral": "neutral", "joy": "positive", "surprise": "positive", "anger": "negative",

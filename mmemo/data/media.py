@@ -9,15 +9,19 @@ decoder.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
+
+from mmemo.errors import MediaError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"}
@@ -26,18 +30,17 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
 logger = logging.getLogger(__name__)
 
 
-class MediaError(RuntimeError):
-    """A media file that cannot be used; ``reason`` is a short machine-countable key."""
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
-    def __init__(self, path: str | os.PathLike, reason: str, detail: str = ""):
-        self.path = str(path)
-        self.reason = reason
-        self.detail = detail
-        msg = f"{self.path}: {reason}"
-        super().__init__(f"{msg} ({detail})" if detail else msg)
+
+def is_url(value: object) -> bool:
+    """``https://...``, ``s3://...`` and the like: names mmemo does not fetch."""
+    return isinstance(value, str) and bool(_URL.match(value))
 
 
 def _check_file(path: str | os.PathLike) -> Path:
+    if is_url(path):
+        raise MediaError(path, "URLs are not read", "download the file first")
     p = Path(path)
     if not p.exists():
         raise MediaError(p, "missing file")
@@ -312,9 +315,40 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor
         raise MediaError(str(p), "cannot decode image", _short(exc)) from None
 
 
+def to_uint8_pixels(values: np.ndarray) -> np.ndarray:
+    """Pixel values of any depth as 8 bits, scaled, never clipped at 255: 16-bit values (up to 65535) are
+    divided by 257, floats in [0, 1] multiplied by 255, and 8-bit values kept; negative values become 0.
+
+    The depth is read from the dtype where it says it (uint8, uint16), else from the largest value (a
+    PIL "I" or "F" image, an int64 array of 0-255 values)."""
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8) * 255
+    floating = np.issubdtype(values.dtype, np.floating)
+    if floating and not np.isfinite(values).all():
+        raise ValueError("non-finite pixel values")
+    top = float(values.max()) if values.size else 0.0
+    if values.dtype == np.uint16 or 255.0 < top <= 65535.0:
+        scale = 255.0 / 65535.0
+    elif floating and top <= 1.0:
+        scale = 255.0
+    elif top <= 255.0:
+        scale = 1.0
+    else:
+        scale = 255.0 / top  # deeper than 16 bits: the brightest pixel becomes white
+    return np.clip(np.rint(values.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+
+
+# PIL modes holding more than 8 bits per pixel; its convert("RGB") clips them at 255 instead of scaling.
+HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
 def image_to_frames(img, size: int | None = None) -> torch.Tensor:
     from PIL import Image
 
+    if img.mode in HIGH_DEPTH_MODES:
+        img = Image.fromarray(to_uint8_pixels(np.asarray(img)), mode="L")
     img = img.convert("RGB")
     if size:
         w, h = img.size
@@ -357,18 +391,6 @@ def media_duration(path: str | os.PathLike) -> float | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def file_identity(path: str | None) -> list | None:
-    """``[path, size, mtime_ns]``: changes when the file at ``path`` is replaced, so results computed from
-    a file can be kept under it (``[path, "unreadable"]`` when it cannot be stat-ed)."""
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return [path, "unreadable"]
-    return [path, st.st_size, st.st_mtime_ns]
-
-
 def is_path(source: object) -> bool:
     return isinstance(source, (str, os.PathLike))
 
@@ -377,6 +399,60 @@ def _is_pil(source: object) -> bool:
     from PIL import Image
 
     return isinstance(source, Image.Image)
+
+
+def file_identity(path: str | os.PathLike | None) -> list | None:
+    """``[path, size, mtime_ns]``: changes when the file at ``path`` is replaced, so results computed from
+    a file can be kept under it (``[path, "unreadable"]`` when it cannot be stat-ed)."""
+    if path is None:
+        return None
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return [path, "unreadable"]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def _content_digest(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def media_identity(value: Any) -> Any:
+    """What an input is, for keys of results computed from it (the embedding cache): a path by its name, size
+    and modification time; anything in memory by its content (a SHA-256 of its bytes with their dtype and
+    shape, an image's pixels with its mode and size, a sample rate beside its samples). Never ``str()`` of an
+    array, which elides all but a few values, and never ``os.stat`` of something that is not a path."""
+    if value is None:
+        return None
+    if is_path(value):
+        return ["file", *file_identity(value)]
+    if _is_pil(value):
+        return ["image", value.mode, list(value.size), _content_digest(value.tobytes())]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ["bytes", _content_digest(bytes(value))]
+    if is_audio_pair(value):
+        array, rate = value
+        return ["audio", int(rate), media_identity(array)]
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        data = value.contiguous().reshape(-1).view(torch.uint8).numpy() if value.numel() else b""
+        return ["tensor", str(value.dtype), list(value.shape), _content_digest(data)]
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        if array.dtype == object:
+            return ["list", [media_identity(v) for v in array]]
+        return ["array", array.dtype.str, list(array.shape), _content_digest(array.reshape(-1).view(np.uint8))]
+    if isinstance(value, (list, tuple)):
+        return ["list", [media_identity(v) for v in value]]
+    raise TypeError(f"cannot identify an input of type {type(value).__name__} ({describe(value)}); expected a path, "
+                    "an array, a tensor, a PIL image, bytes or (array, sample_rate)")
+
+
+def is_audio_pair(value: object) -> bool:
+    """``(array, sample_rate)``: in-memory audio."""
+    return (isinstance(value, tuple) and len(value) == 2 and not isinstance(value[1], bool)
+            and isinstance(value[1], (int, np.integer)))
 
 
 def describe(source: object) -> str:
@@ -441,13 +517,12 @@ def _frames_to_uint8(frames: torch.Tensor, name: str) -> torch.Tensor:
         raise MediaError(name, "unsupported frame layout", "expected 1, 3 or 4 channels first or last")
     if frames.numel() == 0:
         raise MediaError(name, "empty image")
-    if frames.dtype.is_floating_point:
-        if not torch.isfinite(frames).all():
-            raise MediaError(name, "cannot decode image", "non-finite pixel values")
-        frames = frames * 255.0 if float(frames.max()) <= 1.0 else frames
-        frames = frames.round().clamp(0, 255).to(torch.uint8)
-    elif frames.dtype != torch.uint8:
-        frames = frames.clamp(0, 255).to(torch.uint8)
+    if frames.dtype != torch.uint8:
+        try:
+            frames = torch.from_numpy(to_uint8_pixels(frames.float().numpy() if frames.dtype == torch.bfloat16
+                                                      else frames.numpy()))
+        except ValueError as exc:
+            raise MediaError(name, "cannot decode image", str(exc)) from None
     frames = frames[:, :3]
     return frames.expand(-1, 3, -1, -1) if frames.shape[1] == 1 else frames
 

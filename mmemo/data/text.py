@@ -34,3 +34,13 @@ def fix_text(text: str) -> str:
     text = _C1.sub(_c1_to_cp1252, text)
     text = text.replace("\u00a0", " ")
     return unicodedata.normalize("NFC", text).strip()
+
+
+def is_valid_unicode(text: str) -> bool:
+    """False for a str holding lone surrogates (``"\\udcff"``), which Python makes of undecodable bytes and no
+    tokenizer accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmemo.config import Config, ModelConfig, load_config
-from mmemo.labels import LabelSet
+from mmemo.errors import CheckpointError, LabelError
+from mmemo.labels import LabelSet, get_label_set
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding
 from mmemo.registry import ENCODERS, create_fusion
 
@@ -94,7 +95,7 @@ class EmotionModel(nn.Module):
         """Run each encoder on the examples that have its modality only, then scatter to the batch.
 
         ``inputs[m]`` may already be the encoder's output (a ``ModalityEmbedding`` read from the embedding
-        cache of a frozen encoder, ``mmemo.data.cache``); it is used as is."""
+        cache of a frozen encoder, ``mmemo.training.cache``); it is used as is."""
         batch_size = present.shape[0]
         out = {}
         for i, m in enumerate(self.modalities):
@@ -182,13 +183,17 @@ class EmotionModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, allow_pickle: bool = False) -> tuple[EmotionModel, Config, LabelSet]:
-        from mmemo.labels import get_label_set
-
+        """Rebuild a saved model; any file that is missing, damaged or does not fit the others is a
+        ``CheckpointError`` (or ``ConfigError`` for config.yaml) naming it. Nothing is unpickled unless
+        ``allow_pickle`` and the folder holds no safetensors weights."""
         directory = Path(directory)
         config = load_saved_config(directory)
-        labels = json.loads((directory / LABELS_NAME).read_text())
-        label_set = get_label_set(labels.get("label_set"), labels["labels"])
-        model = cls(config.model, len(label_set), base_dir=directory)
+        label_set = load_saved_labels(directory)
+        try:
+            model = cls(config.model, len(label_set), base_dir=directory)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{directory}: the saved model cannot be rebuilt from {CONFIG_NAME} and "
+                                  f"encoders/ ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         load_weights(model, directory, allow_pickle=allow_pickle)
         model.eval()
         return model, config, label_set
@@ -196,34 +201,75 @@ class EmotionModel(nn.Module):
 
 def load_saved_config(directory: Path) -> Config:
     path = directory / CONFIG_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"{directory}: not a saved mmemo model (no {CONFIG_NAME})")
-    config = load_config(path)
-    return config
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not a saved mmemo model (no {CONFIG_NAME})")
+    return load_config(path)
+
+
+def load_saved_labels(directory: Path) -> LabelSet:
+    """The label list of ``labels.json``: ``{"label_set": name, "labels": [...]}``."""
+    path = directory / LABELS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; a saved model lists its labels there")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    labels = data.get("labels") if isinstance(data, dict) else None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
+        raise CheckpointError(f"{path}: expected {{\"labels\": [label names]}} with one or more names")
+    try:
+        return get_label_set(data.get("label_set"), labels)
+    except LabelError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
 
 
 def load_weights(model: nn.Module, directory: Path, allow_pickle: bool = False) -> None:
     """Weights from ``model.safetensors``; a pickled ``.bin``/``.pt`` only with explicit opt-in."""
-    from safetensors.torch import load_model
-
     weights = directory / WEIGHTS_NAME
     if weights.exists():
-        missing, unexpected = load_model(model, str(weights), strict=False)
-        if missing or unexpected:
-            raise RuntimeError(f"{weights}: weights do not match the config (missing {sorted(missing)[:5]}, "
-                               f"unexpected {sorted(unexpected)[:5]})")
+        _load_safetensors(model, weights)
         return
     pickles = [directory / name for name in PICKLED_NAMES if (directory / name).exists()]
     if pickles and not allow_pickle:
-        raise PermissionError(
+        raise CheckpointError(
             f"{pickles[0]}: refusing to load a pickled checkpoint (it can run arbitrary code); "
             "convert it to safetensors or pass allow_pickle=True if you trust its source"
         )
     if pickles:
-        state = torch.load(pickles[0], map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        try:
+            state = torch.load(pickles[0], map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - any failure of an opted-in pickle is a damaged file
+            raise CheckpointError(f"{pickles[0]}: cannot be loaded ({type(exc).__name__}: {exc})"[:500]) from None
         return
-    raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME}")
+    raise CheckpointError(f"{directory}: no {WEIGHTS_NAME}")
+
+
+def _load_safetensors(model: nn.Module, path: Path) -> None:
+    """Load and check every tensor: a truncated file, a missing or extra tensor, or a shape that differs from
+    the config (say a labels.json with another number of labels) names the file and the tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); the file is damaged") from None
+    for key, tensor in model.state_dict().items():
+        if key in stored and list(stored[key]) != list(tensor.shape):
+            hint = f"; {LABELS_NAME} lists {tensor.shape[0]} labels" if key.startswith("head.") else ""
+            raise CheckpointError(f"{path}: {key} has shape {list(stored[key])}, the config builds "
+                                  f"{list(tensor.shape)}{hint}")
+    from safetensors.torch import load_model
+
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot be loaded ({exc})") from None
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the config (missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]})")
 
 
 def replace_dir(src: Path, dst: Path) -> None:

@@ -1,5 +1,7 @@
-"""Training: the Trainer (Accelerate), losses and metrics."""
+"""Training: the Trainer (Accelerate), its callbacks and loss terms, losses, metrics, checkpoints, the embedding
+cache."""
 
-from mmemo.training.trainer import NonFiniteLossError, Trainer, TrainResult, evaluate, train
+from mmemo.training.evaluate import evaluate
+from mmemo.training.trainer import Trainer, TrainResult, train
 
-__all__ = ["Trainer", "TrainResult", "train", "evaluate", "NonFiniteLossError"]
+__all__ = ["Trainer", "TrainResult", "train", "evaluate"]

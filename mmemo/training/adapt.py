@@ -21,7 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmemo.config import Config, ConfigError
-from mmemo.data.sources import load_splits
+from mmemo.data.loading import load_splits
+from mmemo.errors import MediaError
+from mmemo.models.encoders.hf import resolve_checkpoint
+from mmemo.models.encoders.text import TextProcessor
 from mmemo.training.sampling import bucketed_order
 
 log = logging.getLogger("mmemo")
@@ -70,8 +73,6 @@ def adapt_text_encoder(config: Config, out_dir: str | Path, epochs: int = 1, lr:
     """
     from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, get_scheduler
 
-    from mmemo.models.encoders.hf import resolve_checkpoint
-    from mmemo.models.encoders.text import TextProcessor
 
     if "text" not in config.model.modalities or "text" not in config.model.encoders:
         raise ConfigError("mmemo adapt: the config has no text encoder (model.encoders.text)")
@@ -90,8 +91,14 @@ def adapt_text_encoder(config: Config, out_dir: str | Path, epochs: int = 1, lr:
     torch.manual_seed(seed)
     splits, _ = load_splits(config)
     processor = TextProcessor(text_config, config.data)
-    encoded = [processor(ex) for ex in splits["train"]]
-    ids = [item["input_ids"].tolist() for item in encoded if item is not None]
+    ids = []
+    for ex in splits["train"]:
+        try:
+            item = processor(ex)
+        except MediaError:  # an empty utterance: nothing to learn from
+            continue
+        if item is not None:
+            ids.append(item["input_ids"].tolist())
     if not ids:
         raise ConfigError("mmemo adapt: the training split has no text")
 

@@ -1,11 +1,9 @@
-"""Losses for imbalanced emotion data: weighted cross-entropy and focal loss; R-Drop's consistency term;
-the supervised contrastive term on fused embeddings."""
+"""The main loss, for imbalanced emotion data: weighted cross-entropy or focal loss, with label smoothing.
+The terms that can join it are in ``loss_terms/``."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,48 +89,3 @@ def build_criterion(config: TrainConfig, class_counts: Sequence[int]) -> nn.Modu
     if config.loss == "focal":
         return FocalLoss(config.focal_gamma, weight, config.label_smoothing)
     return WeightedCrossEntropy(weight, config.label_smoothing)
-
-
-def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """``(KL(p_a || p_b) + KL(p_b || p_a)) / 2``, summed over classes and averaged over rows (R-Drop's term)."""
-    log_a, log_b = F.log_softmax(logits_a.float(), -1), F.log_softmax(logits_b.float(), -1)
-    return 0.5 * (F.kl_div(log_b, log_a, reduction="batchmean", log_target=True)
-                  + F.kl_div(log_a, log_b, reduction="batchmean", log_target=True))
-
-
-def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.3) -> torch.Tensor:
-    """Supervised contrastive loss (Khosla et al., NeurIPS 2020; Gunel et al., ICLR 2021 for fine-tuning).
-
-    Pulls together the L2-normalised embeddings of same-label rows in the batch and pushes apart the
-    others, so that classes separate in the space the head reads, not only along its decision lines.
-    Anchors without a positive in the batch are left out; a batch without any positive pair gives 0.
-    """
-    z = F.normalize(features.float(), dim=-1)
-    sim = z @ z.T / temperature
-    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(self_mask, float("-inf"))
-    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask
-    counts = positives.sum(1)
-    anchors = counts > 0
-    if not bool(anchors.any()):
-        return features.sum() * 0.0
-    mean_log_prob = log_prob.masked_fill(~positives, 0.0).sum(1)[anchors] / counts[anchors]
-    return -mean_log_prob.mean()
-
-
-def stack_twice(batch: Any) -> Any:
-    """The batch followed by itself along dim 0, through dicts, lists and dataclasses (e.g. cached embeddings).
-
-    One forward pass over both copies gives R-Drop its two dropout samples: independent dropout masks per
-    row, one backward pass, and nothing that distributed training would see as a second forward.
-    """
-    if isinstance(batch, torch.Tensor):
-        return torch.cat([batch, batch])
-    if isinstance(batch, Mapping):
-        return type(batch)({k: stack_twice(v) for k, v in batch.items()})
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return dataclasses.replace(batch, **{f.name: stack_twice(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(list(batch) + list(batch))
-    return batch

@@ -1,5 +1,7 @@
-"""The Trainer: all engineering (devices, precision, distribution, checkpoints, logs) around a plain
-EmotionModel, through Hugging Face Accelerate.
+"""The Trainer: the loop and its engineering (devices, precision, distribution, checkpoints) around a plain
+EmotionModel, through Hugging Face Accelerate. Everything optional (moving average, adversarial training, a
+head-only phase, early stopping, logs, when to checkpoint) is a callback (``callbacks/``), and every term added
+to the loss is a loss term (``loss_terms/``): the loop has no trick-specific branch.
 
 Run folder: ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per eval; the source of truth),
 ``tb/`` (TensorBoard), ``checkpoints/last`` (for resume), ``best/`` (selected on dev),
@@ -8,49 +10,41 @@ Run folder: ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per eval; th
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from mmemo.config import Config, ConfigError, load_config
-from mmemo.data.cache import cache_frozen_encoders
+from mmemo.config import Config, load_config
 from mmemo.data.dataset import Collator, EmotionDataset, MediaIssue, MediaReport
 from mmemo.data.examples import Example, Splits
-from mmemo.data.sources import load_splits
-from mmemo.data.tables import DataError
-from mmemo.labels import IGNORE, LabelSet
+from mmemo.data.loading import load_splits
+from mmemo.errors import CheckpointError, ConfigError, DataError
+from mmemo.labels import LabelSet
 from mmemo.models.encoders.base import fit_processors
 from mmemo.models.model import EmotionModel, load_weights, replace_dir
-from mmemo.training.adversarial import FastGradientMethod
-from mmemo.training.losses import (
-    build_criterion,
-    cross_entropy,
-    stack_twice,
-    supervised_contrastive,
-    symmetric_kl,
-)
-from mmemo.training.metrics import compute_metrics, format_metrics, format_table, plot_confusion
-from mmemo.training.sampling import BUCKET_LENGTHS, bucketed_order
+from mmemo.models.prediction import predict_batches
+from mmemo.training import checkpoint as ckpt
+from mmemo.training.cache import cache_frozen_encoders
+from mmemo.training.callbacks import Callback, build_callbacks
+from mmemo.training.evaluate import write_eval_files
+from mmemo.training.loss_terms import build_loss_terms
+from mmemo.training.losses import build_criterion
+from mmemo.training.metrics import compute_metrics
+from mmemo.training.sampling import EpochSampler, text_length
 from mmemo.training.schedule import build_scheduler
 
 log = logging.getLogger("mmemo")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+C = TypeVar("C", bound=Callback)
 
 
 @dataclass
@@ -71,57 +65,6 @@ class TrainResult:
         return len(self.history)
 
 
-class EpochSampler(Sampler[int]):
-    """A permutation (or class-balanced draw) that depends only on (seed, epoch), so every process of a
-    distributed run, and a resumed run, sees the same order."""
-
-    def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None,
-                 lengths: list[int] | None = None, batch_size: int = 1, pool_batches: int = 50):
-        self.n, self.seed, self.weights, self.epoch = n, seed, weights, 0
-        self.lengths, self.batch_size = lengths, batch_size  # lengths: batch similar lengths together
-        self.pool_batches = pool_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        if self.weights is not None:
-            return iter(torch.multinomial(self.weights, self.n, replacement=True, generator=g).tolist())
-        if self.lengths is not None:
-            return iter(bucketed_order(self.lengths, self.batch_size, g, self.pool_batches))
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-def aux_label_indices(aux_labels: dict[str, list[str]], examples: list[Example],
-                      corpora: Collection[str] = ()) -> dict[str, torch.Tensor]:
-    """Class index of each example for each extra target, read from ``example.meta[name]`` (case-insensitive).
-
-    A head of an auxiliary corpus (``corpora``, from ``data.auxiliary``) has a target on that corpus's examples
-    only, and every other head on the main corpus's only; the rest get IGNORE, which the loss skips.
-    """
-    out = {}
-    for name, classes in aux_labels.items():
-        index = {c.strip().lower(): i for i, c in enumerate(classes)}
-        owner = name if name in corpora else None  # the corpus whose examples carry this target (None: the main one)
-        targets = []
-        for ex in examples:
-            if ex.meta.get("corpus") != owner:
-                targets.append(IGNORE)
-                continue
-            value = ex.meta.get(name)
-            key = str(value).strip().lower() if value is not None else None
-            if key not in index:
-                raise DataError(f"{ex.meta.get('source', ex.id)}: model.aux_labels.{name}: "
-                                f"{'no ' + name + ' field' if value is None else repr(value)}; expected one of {list(classes)}")
-            targets.append(index[key])
-        out[name] = torch.tensor(targets, dtype=torch.long)
-    return out
-
-
 def _seed_worker(worker_id: int) -> None:
     import random
 
@@ -133,12 +76,13 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """``RUN/checkpoints/last`` when complete; if a save was interrupted between its two renames
-    (``model.replace_dir``), the previous copy it had set aside; else None."""
+    """``RUN/checkpoints/last`` when it exists; if a save was interrupted between its two renames
+    (``model.replace_dir``), the previous copy it had set aside; else None. Whether its files are intact is
+    checked when it is loaded."""
     folder = Path(run_dir) / "checkpoints"
-    if (folder / "last" / "trainer_state.json").exists():
+    if (folder / "last").is_dir():
         return folder / "last"
-    previous = sorted(folder.glob(".last.old-*/trainer_state.json"), key=lambda p: p.stat().st_mtime)
+    previous = sorted(folder.glob(f".last.old-*/{ckpt.MANIFEST_NAME}"), key=lambda p: p.stat().st_mtime)
     return previous[-1].parent if previous else None
 
 
@@ -191,17 +135,12 @@ class Trainer:
     """Builds data, model, optimiser and schedule from a Config, then ``fit()``s and evaluates.
 
     ``splits``/``label_set`` may be given directly (benchmarks that build their own folds); otherwise
-    they come from ``config.data``.
+    they come from ``config.data``. ``callbacks`` join those the config asks for (``build_callbacks``).
     """
 
-    def __init__(
-        self,
-        config: Config,
-        run_dir: str | Path | None = None,
-        resume: bool = False,
-        splits: Splits | None = None,
-        label_set: LabelSet | None = None,
-    ):
+    def __init__(self, config: Config, run_dir: str | Path | None = None, resume: bool = False,
+                 splits: Splits | None = None, label_set: LabelSet | None = None,
+                 callbacks: list[Callback] | None = None):
         from accelerate.utils import set_seed
 
         self.config = config
@@ -243,14 +182,12 @@ class Trainer:
         counts = Counter(label_set.index(ex.label) for ex in train_examples if ex.label is not None)
         self.class_counts = [counts.get(i, 0) for i in range(len(label_set))]
         self.criterion = build_criterion(t, self.class_counts)
-        self.aux_targets = aux_label_indices(config.model.aux_labels, train_examples, config.data.auxiliary)
 
         weights = None
         if t.sampler == "balanced":
             per_class = torch.tensor([1.0 / c if c else 0.0 for c in self.class_counts])
             weights = per_class[torch.tensor([label_set.index(ex.label) for ex in train_examples])]
-        length = BUCKET_LENGTHS[t.bucket_by]
-        lengths = [length(ex) for ex in train_examples] if t.sampler == "length_bucketed" else None
+        lengths = [text_length(ex) for ex in train_examples] if t.sampler == "length_bucketed" else None
         self.train_sampler = EpochSampler(len(train_examples), t.seed, weights, lengths, t.batch_size,
                                           t.bucket_pool_batches)
         # Workers' seeds come from this generator, re-seeded each epoch, so that neither they nor a resumed
@@ -263,44 +200,24 @@ class Trainer:
         self.model, self.optimizer, self.train_loader = acc.prepare(self.model, self.optimizer, train_loader)
         self.criterion = self.criterion.to(acc.device)
 
-        steps_per_epoch = math.ceil(len(self.train_loader) / t.grad_accum)
-        self.total_steps = steps_per_epoch * t.epochs
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / t.grad_accum)
+        self.total_steps = self.steps_per_epoch * t.epochs
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
-        if t.head_only_epochs and acc.num_processes > 1:
-            raise ValueError("train.head_only_epochs is not supported in a distributed run yet: "
-                             "the encoders' parameters would get no gradient on some steps")
-        self.head_only_steps = steps_per_epoch * t.head_only_epochs
-        in_encoders = {id(p) for p in self.unwrapped.encoders.parameters()}
-        encoder_groups = {g["name"] for g in self.optimizer.param_groups if id(g["params"][0]) in in_encoders}
-        self.scheduler = build_scheduler(self.optimizer, t.scheduler, t.warmup_ratio, self.total_steps,
-                                         min(self.head_only_steps, self.total_steps - 1), encoder_groups)
-        acc.register_for_checkpointing(self.scheduler)
-        self.ema = None
-        if t.ema_decay:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.ema = AveragedModel(self.unwrapped, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
-            acc.register_for_checkpointing(self.ema)
-        self.fgm = None
-        if t.adversarial_epsilon:
-            embeddings = [w for enc in self.unwrapped.encoders.values() if (w := enc.token_embeddings()) is not None]
-            if not embeddings:
-                raise ConfigError(
-                    f"train.adversarial_epsilon: perturbs trainable token embeddings, and none of the encoders of "
-                    f"{list(self.unwrapped.encoders)} has them (it needs an hf_text encoder whose embeddings are "
-                    "not frozen by freeze or freeze_token_embeddings)")
-            self.fgm = FastGradientMethod(embeddings, t.adversarial_epsilon)
+        self.scheduler = build_scheduler(self.optimizer, t.scheduler, t.warmup_ratio, self.total_steps)
 
         self.state: dict[str, Any] = {"epoch": 0, "batches_in_epoch": 0, "global_step": 0, "best_metric": None,
-                                      "best_epoch": None, "bad_epochs": 0, "history": [], "epoch_loss": [0.0, 0],
-                                      "time_s": 0.0}
+                                      "best_epoch": None, "history": [], "epoch_loss": [0.0, 0], "time_s": 0.0}
         self.media = MediaReport()
-        self.writer = None
-        if acc.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self.should_stop = False
+        self.resumed = resume
+        self.grad_norm: float | None = None  # the last step's gradient norm before clipping (when clipped)
+        self.callbacks = build_callbacks(config) + list(callbacks or [])
+        self.loss_terms = build_loss_terms(config, has_aux_heads=bool(self.unwrapped.aux_heads))
+        for callback in self.callbacks:
+            callback.setup(self)
+        for term in self.loss_terms:
+            term.setup(self)
         if resume:
             self._load_checkpoint()
 
@@ -343,33 +260,71 @@ class Trainer:
     def unwrapped(self) -> EmotionModel:
         return self.accelerator.unwrap_model(self.model)
 
-    @property
-    def evaluated(self) -> torch.nn.Module:
-        """What is evaluated, selected and saved: the moving average of the weights when there is one."""
-        return self.ema.module if self.ema is not None else self.model
+    def callback(self, kind: type[C]) -> C:
+        """The callback of class ``kind``; a ConfigError when the config did not turn it on."""
+        for callback in self.callbacks:
+            if isinstance(callback, kind):
+                return callback
+        raise ConfigError(f"this run has no {kind.__name__} callback (the config does not turn it on)")
+
+    def print(self, line: str) -> None:
+        """A line on the console that does not break the progress bar (main process only)."""
+        if self.accelerator.is_main_process:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
 
     # ------------------------------------------------------------------------------------------
     # Checkpoints
     # ------------------------------------------------------------------------------------------
 
-    def _save_checkpoint(self) -> None:
-        """``checkpoints/last``: model, optimiser, scheduler, RNG states and trainer state, atomically."""
+    def save_checkpoint(self) -> None:
+        """``checkpoints/last``: model, optimiser, scheduler, callbacks' states, RNG states (one file per process)
+        and trainer state, in safetensors and JSON with a SHA-256 manifest (``checkpoint.py``), atomically."""
         acc = self.accelerator
         final = self.run_dir / "checkpoints" / "last"
         tmp = self.run_dir / "checkpoints" / ".last.tmp"
         if acc.is_main_process:
             if tmp.exists():
                 shutil.rmtree(tmp)
-            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        ckpt.save_tree(ckpt.rng_state(), tmp, f"rng_{acc.process_index}")
         media = self._all_media_issues()  # what every process has seen so far survives a resume
+        if acc.is_main_process:
+            ckpt.save_model_weights(self.unwrapped, tmp / ckpt.MODEL_NAME)
+            for name, tree in self._checkpoint_states().items():
+                ckpt.save_tree(tree, tmp, name)
+            state = {**self.state, "accelerator_step": acc.step, "media_issues": [asdict(i) for i in media.issues.values()]}
+            ckpt.save_tree(state, tmp, "trainer_state")
         acc.wait_for_everyone()
         if acc.is_main_process:
-            state = {**self.state, "media_issues": [asdict(i) for i in media.issues.values()]}
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+            ckpt.write_manifest(tmp, [f for f in tmp.iterdir() if f.is_file()], world_size=acc.num_processes)
             replace_dir(tmp, final)
         acc.wait_for_everyone()
+
+    def _checkpoint_states(self) -> dict[str, Any]:
+        """The state trees a checkpoint holds besides the weights, RNG and trainer state, by file name."""
+        states: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.accelerator.scaler is not None:
+            states["grad_scaler"] = self.accelerator.scaler.state_dict()
+        for callback in self.callbacks:
+            if callback.name:
+                states[f"callback_{callback.name}"] = callback.state_dict()
+        return states
+
+    def _state_loaders(self) -> dict[str, Any]:
+        loaders: dict[str, Any] = {"optimizer": self.optimizer.load_state_dict, "scheduler": self.scheduler.load_state_dict}
+        if self.accelerator.scaler is not None:
+            loaders["grad_scaler"] = self.accelerator.scaler.load_state_dict
+        for callback in self.callbacks:
+            if callback.name:
+                loaders[f"callback_{callback.name}"] = callback.load_state_dict
+        return loaders
 
     def _all_media_issues(self) -> MediaReport:
         """The media issues seen by every process (a collective call in a distributed run)."""
@@ -382,86 +337,75 @@ class Trainer:
         report.add(issues)
         return report
 
-    def _last_checkpoint(self) -> Path:
-        path = last_checkpoint(self.run_dir)
-        if path is None:
-            raise FileNotFoundError(f"{self.run_dir / 'checkpoints' / 'last'}: no checkpoint to resume from")
-        return path
+    def last_checkpoint(self) -> Path | None:
+        return last_checkpoint(self.run_dir)
 
     def _load_checkpoint(self) -> None:
-        path = self._last_checkpoint()
-        self.accelerator.load_state(str(path))
-        self.state = {**self.state, **json.loads((path / "trainer_state.json").read_text())}
+        """Restore everything ``save_checkpoint`` wrote, after checking every file against the manifest: a
+        damaged, missing or old pickled file is refused by name, never resumed from."""
+        acc = self.accelerator
+        path = self.last_checkpoint()
+        if path is None:
+            raise CheckpointError(f"{self.run_dir / 'checkpoints' / 'last'}: no checkpoint to resume from")
+        manifest = ckpt.verify(path)
+        if manifest.get("world_size") != acc.num_processes:
+            raise CheckpointError(f"{path}: written by {manifest.get('world_size')} process(es), this run has "
+                                  f"{acc.num_processes}; resume with the same number for an exact continuation")
+        ckpt.load_model_weights(self.unwrapped, path / ckpt.MODEL_NAME)
+        for name, load in self._state_loaders().items():
+            try:
+                load(ckpt.load_tree(path, name))
+            except CheckpointError:
+                raise
+            except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+                raise CheckpointError(f"{path / (name + '.json')}: does not fit this run ({type(exc).__name__}: "
+                                      f"{exc})"[:500]) from None
+        ckpt.set_rng_state(ckpt.load_tree(path, f"rng_{acc.process_index}"))
+        state = ckpt.load_tree(path, "trainer_state")
+        acc.step = state.pop("accelerator_step", 0)
+        self.state = {**self.state, **state}
         self.media.add([MediaIssue(**issue) for issue in self.state.pop("media_issues", [])])
-        if self.accelerator.is_main_process:  # metrics.jsonl holds exactly the evaluations the checkpoint knows
-            tmp = self.run_dir / ".metrics.jsonl.tmp"
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.state["history"]))
-            os.replace(tmp, self.run_dir / "metrics.jsonl")
         log.info("resumed %s at epoch %d, batch %d", self.run_dir, self.state["epoch"], self.state["batches_in_epoch"])
 
-    def _save_best(self) -> None:
+    def save_model(self, directory: Path) -> None:
+        """The model as it is now, as a saved model (``save_pretrained``), by the main process."""
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self.accelerator.unwrap_model(self.evaluated).save_pretrained(self.run_dir / "best", self.config, self.label_set)
+            self.unwrapped.save_pretrained(directory, self.config, self.label_set)
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------
     # Training
     # ------------------------------------------------------------------------------------------
 
-    def _log(self, record: dict[str, Any]) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        t = self.config.train
-        args = [batch[k] for k in ("inputs", "present", "labels")]
-        if t.rdrop_alpha:
-            # R-Drop: the criterion over both copies is the mean of the two losses (equal halves, equal weights)
-            args = [stack_twice(a) for a in args]
-        out = self.model(*args, self.criterion)
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The main loss (``train.loss``) plus each loss term's, weighted."""
+        for term in self.loss_terms:
+            batch = term.prepare(batch)
+        out = self.model(batch["inputs"], batch["present"], batch["labels"], self.criterion)
         loss = out.loss
-        if t.rdrop_alpha:
-            loss = loss + t.rdrop_alpha * symmetric_kl(*out.logits.chunk(2))
-        if t.supcon_weight:
-            labelled = args[2] != IGNORE
-            loss = loss + t.supcon_weight * supervised_contrastive(out.fused[labelled], args[2][labelled], t.supcon_temperature)
-        if t.distill_weight:  # validate() makes sure train.ema_decay keeps an average
-            teacher = self.ema.module.eval()
-            with torch.no_grad():
-                target = teacher(*args[:2]).logits
-            loss = loss + t.distill_weight * F.mse_loss(out.logits.float(), target.float())
-        if t.l2_penalty:
-            matrices = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
-            loss = loss + t.l2_penalty / 2 * sum(p.float().pow(2).sum() for p in matrices)
-        if self.aux_targets and t.aux_weight:
-            rows = batch["index"].cpu()
-            for name, logits in out.aux_logits.items():
-                target = self.aux_targets[name][rows].to(logits.device)
-                if t.rdrop_alpha:
-                    target = stack_twice(target)
-                loss = loss + t.aux_weight * cross_entropy(logits, target, label_smoothing=t.label_smoothing)
+        for term in self.loss_terms:
+            loss = loss + term.weight * term(batch, out, self.model)
         return loss
 
-    def _hold_encoders(self) -> None:
-        """In the head-only phase (``train.head_only_epochs``) the encoders run without a graph, in eval
-        mode, and the optimiser skips them; after it they train (those frozen by config stay frozen)."""
-        held = self.state["global_step"] < self.head_only_steps
-        for m, enc in self.unwrapped.encoders.items():
-            if not self.config.model.encoders[m].freeze:
-                enc.hold(held)
-                enc.train(self.model.training)
+    def backward(self, loss: torch.Tensor) -> None:
+        self._call("on_loss", loss)
+        self.accelerator.backward(loss)
+
+    @property
+    def running_loss(self) -> float:
+        """The mean training loss of the epoch so far."""
+        total, batches = self.state["epoch_loss"]
+        return total / max(batches, 1)
 
     def fit(self) -> TrainResult:
         acc, t = self.accelerator, self.config.train
         from tqdm.auto import tqdm
 
         session_start, time_before = time.time(), self.state["time_s"]
-        stop = self._early_stopped()  # a resumed run that had stopped early stays stopped
-        while self.state["epoch"] < t.epochs and not stop:
+        self._call("on_train_start")
+        while self.state["epoch"] < t.epochs and not self.should_stop:
             epoch = self.state["epoch"]
             self.train_loader.set_epoch(epoch)  # the sampler's order and Accelerate's own epoch counter
             self.loader_generator.manual_seed(t.seed * 1_000_003 + epoch)
@@ -469,131 +413,77 @@ class Trainer:
             if not skip:
                 self.state["epoch_loss"] = [0.0, 0]
             loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
-            self._hold_encoders()
+            self._call("on_epoch_start")
             self.model.train()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (t.progress and acc.is_main_process),
                        initial=skip, total=len(self.train_loader), leave=False, dynamic_ncols=True)
             for batch in bar:
                 self.media.add(batch["issues"])
                 with acc.accumulate(self.model):
-                    loss = self._training_loss(batch)
-                    self._check_finite(loss, epoch)
-                    before = self.fgm.gradients() if self.fgm is not None else None
-                    acc.backward(loss)
-                    if self.fgm is not None:
-                        with self.fgm.perturbed(before) as moved:
-                            if moved:
-                                adversarial = self._training_loss(batch)
-                                self._check_finite(adversarial, epoch)
-                                acc.backward(adversarial)
+                    loss = self.compute_loss(batch)
+                    self._call("on_before_backward", batch)
+                    self.backward(loss)
+                    self._call("on_after_backward", batch)
                     if acc.sync_gradients and t.max_grad_norm:
-                        acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+                        self.grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm))
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 self.state["batches_in_epoch"] += 1
                 self.state["epoch_loss"][0] += loss.item()
                 self.state["epoch_loss"][1] += 1
-                running = self.state["epoch_loss"][0] / self.state["epoch_loss"][1]
                 if acc.sync_gradients:
                     self.scheduler.step()
-                    if self.ema is not None:
-                        self.ema.update_parameters(self.unwrapped)
                     self.state["global_step"] += 1
-                    step = self.state["global_step"]
-                    if step == self.head_only_steps:
-                        self._hold_encoders()
-                    if self.writer is not None and step % t.log_every_steps == 0:
-                        self.writer.add_scalar("train/loss", running, step)
-                        for g in self.optimizer.param_groups:
-                            self.writer.add_scalar(f"lr/{g.get('name', 'group')}", g["lr"], step)
-                    bar.set_postfix(loss=f"{running:.3f}")
-                    if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0:
-                        self.state["time_s"] = time_before + time.time() - session_start
-                        self._save_checkpoint()
-                    if t.max_steps and step >= t.max_steps:
-                        stop = True
+                    self.state["time_s"] = time_before + time.time() - session_start
+                    self._call("on_step_end")
+                    bar.set_postfix(loss=f"{self.running_loss:.3f}")
+                    if t.max_steps and self.state["global_step"] >= t.max_steps:
+                        self.should_stop = True
                         break
             bar.close()
-            loss_sum, batches = self.state["epoch_loss"]
             self.state["epoch"] += 1
             self.state["batches_in_epoch"] = 0
-            dev = self.evaluate_split(t.select_on)
-            value = dev[t.metric]
-            improved = self.state["best_metric"] is None or value > self.state["best_metric"] or t.selection == "last"
-            self.state["time_s"] = time_before + time.time() - session_start
-            record = {"epoch": epoch + 1, "step": self.state["global_step"], "split": t.select_on,
-                      "train_loss": round(loss_sum / max(batches, 1), 5), "time_s": round(self.state["time_s"], 1),
-                      **{k: dev[k] for k in ("accuracy", "weighted_f1", "macro_f1", "uar", "n")},
-                      "per_class_f1": {k: v["f1"] for k, v in dev["per_class"].items()}, "best": improved}
-            self.state["history"].append(record)
-            self._log(record)
-            if self.writer is not None:
-                self.writer.add_scalar("train/epoch_loss", record["train_loss"], self.state["global_step"])
-                for k in ("accuracy", "weighted_f1", "macro_f1", "uar"):
-                    self.writer.add_scalar(f"{t.select_on}/{k}", dev[k], self.state["global_step"])
-                self.writer.flush()
-            if acc.is_main_process:
-                mark = " *" if improved else ""
-                tqdm.write(f"epoch {epoch + 1}/{t.epochs}  loss {record['train_loss']:.4f}  "
-                           f"{t.select_on}: {format_metrics(dev)}{mark}")
-            if improved:
-                self.state.update(best_metric=value, best_epoch=epoch + 1, bad_epochs=0)
-                self._save_best()
-            else:
-                self.state["bad_epochs"] += 1
-            self._save_checkpoint()
-            if self._early_stopped():
-                if acc.is_main_process:
-                    tqdm.write(f"early stopping: no {t.metric} gain on {t.select_on} for {self.state['bad_epochs']} epochs")
-                break
+            self._evaluate_epoch(epoch, time_before + time.time() - session_start)
+            self._call("on_epoch_end")
         result = self.finish()
         result.time_s = time_before + time.time() - session_start
         return result
 
-    def _early_stopped(self) -> bool:
-        patience = self.config.train.early_stopping_patience
-        return patience is not None and self.state["bad_epochs"] >= patience
-
-    def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
-        """Stop on a NaN or infinite loss (in any process) before it reaches the weights or a checkpoint."""
-        acc = self.accelerator
-        finite = torch.isfinite(loss.detach()).float()
-        if acc.num_processes > 1:
-            finite = acc.reduce(finite, reduction="min")
-        if bool(finite):
-            return
-        try:
-            kept = f"the last good checkpoint is {self._last_checkpoint()}"
-        except FileNotFoundError:
-            kept = "no checkpoint had been written yet (see train.checkpoint_every_steps)"
-        raise NonFiniteLossError(
-            f"loss is {loss.item()} at step {self.state['global_step'] + 1} (epoch {epoch + 1}, batch "
-            f"{self.state['batches_in_epoch'] + 1}); training stopped, {kept}"
-        )
+    def _evaluate_epoch(self, epoch: int, time_s: float) -> None:
+        """Evaluate the selection split, select, and let the callbacks see the record (inside one evaluation:
+        a callback may swap in the weights to evaluate and save, as the moving average does)."""
+        t = self.config.train
+        self._call("on_evaluate_start")
+        dev = self.evaluate_split(t.select_on)
+        value = dev[t.metric]
+        improved = self.state["best_metric"] is None or value > self.state["best_metric"] or t.selection == "last"
+        self.state["time_s"] = time_s
+        record = {"epoch": epoch + 1, "step": self.state["global_step"], "split": t.select_on,
+                  "train_loss": round(self.running_loss, 5), "time_s": round(time_s, 1),
+                  **{k: dev[k] for k in ("accuracy", "weighted_f1", "macro_f1", "uar", "n")},
+                  "per_class_f1": {k: v["f1"] for k, v in dev["per_class"].items()}, "best": improved}
+        self.state["history"].append(record)
+        if improved:
+            self.state.update(best_metric=value, best_epoch=epoch + 1)
+        self._call("on_evaluate", record)
+        self._call("on_evaluate_end")
 
     # ------------------------------------------------------------------------------------------
     # Evaluation
     # ------------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def predict_split(self, split: str) -> tuple[list[int], list[int], list[list[float]], list[int]]:
         """Labels, predictions, probabilities and example indices over the whole split, exactly once
         (``gather_for_metrics`` drops the padding a distributed sampler adds)."""
         acc = self.accelerator
-        model = self.evaluated
-        was_training = model.training
-        model.eval()
         y_true, y_pred, probs, index = [], [], [], []
-        for batch in self.eval_loader(split):
+        for batch, out in predict_batches(self.model, self.eval_loader(split), autocast=acc.autocast):
             self.media.add(batch["issues"])
-            with acc.autocast():  # the average is not wrapped by Accelerate, so mixed precision is asked for here
-                out = model(batch["inputs"], batch["present"])
             p, labels, idx = acc.gather_for_metrics((out.probs.float(), batch["labels"], batch["index"]))
             y_true += labels.tolist()
             y_pred += p.argmax(-1).tolist()
             probs += p.tolist()
             index += idx.tolist()
-        model.train(was_training)
         return y_true, y_pred, probs, index
 
     def evaluate_split(self, split: str) -> dict[str, Any]:
@@ -608,11 +498,13 @@ class Trainer:
         return metrics
 
     def finish(self) -> TrainResult:
+        """Load the dev-selected weights, evaluate the selection split (and test, once), write the media report."""
         acc, t = self.accelerator, self.config.train
         best_dir = self.run_dir / "best"
         acc.wait_for_everyone()
         if (best_dir / "model.safetensors").exists():
-            load_weights(acc.unwrap_model(self.evaluated), best_dir)
+            load_weights(self.unwrapped, best_dir)
+        self._call("on_train_end")
         results = {}
         splits = [t.select_on] + (["test"] if t.eval_test and "test" in self.splits and t.select_on != "test" else [])
         for split in splits:
@@ -622,8 +514,6 @@ class Trainer:
             report.write(self.run_dir)
             if len(report):
                 log.warning(report.summary() + f" (listed in {self.run_dir / 'media_issues.csv'})")
-        if self.writer is not None:
-            self.writer.close()
         torch.use_deterministic_algorithms(self._deterministic_before)
         acc.wait_for_everyone()
         return TrainResult(
@@ -638,74 +528,26 @@ class Trainer:
         )
 
 
-def write_eval_files(run_dir: Path, split: str, metrics: dict, label_set: LabelSet, examples: list[Example],
-                     y_pred: list[int], probs: list[list[float]], index: list[int]) -> None:
-    import csv
-
-    (run_dir / f"eval_{split}.json").write_text(json.dumps({"split": split, "labels": list(label_set.names), **metrics}, indent=2))
-    plot_confusion(metrics["confusion"], label_set.names, run_dir / f"confusion_{split}.png", title=f"{split} (n={metrics['n']})")
-    with open(run_dir / f"predictions_{split}.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label", "prediction", *[f"p_{n}" for n in label_set.names]])
-        for i, pred, p in sorted(zip(index, y_pred, probs)):
-            w.writerow([examples[i].id, examples[i].label, label_set.names[pred], *[f"{x:.4f}" for x in p]])
-
-
 # ------------------------------------------------------------------------------------------------
-# Public entry points
+# Public entry point
 # ------------------------------------------------------------------------------------------------
 
 
-def train(config: Config | str | Path, overrides: list[str] | None = None, run_dir: str | Path | None = None,
-          resume: str | Path | None = None, splits: Splits | None = None, label_set: LabelSet | None = None) -> TrainResult:
+def train(config: Config | str | Path | None, overrides: list[str] | None = None, run_dir: str | Path | None = None,
+          resume: str | Path | None = None, splits: Splits | None = None, label_set: LabelSet | None = None,
+          callbacks: list[Callback] | None = None) -> TrainResult:
     """Train a model from a config (object or YAML path); ``resume`` continues a run folder."""
     if resume is not None:
         resume = Path(resume)
         if not (resume / "config.yaml").exists():
-            raise FileNotFoundError(f"{resume}: not a run folder (no config.yaml)")
+            raise CheckpointError(f"{resume}: not a run folder (no config.yaml)")
         config = load_config(resume / "config.yaml", overrides)
-        return Trainer(config, run_dir=resume, resume=True, splits=splits, label_set=label_set).fit()
+        return Trainer(config, run_dir=resume, resume=True, splits=splits, label_set=label_set, callbacks=callbacks).fit()
     if not isinstance(config, Config):
         config = load_config(config, overrides)
     elif overrides:
         raise ConfigError("overrides are only applied to a config loaded from YAML; edit the Config object instead")
-    return Trainer(config, run_dir=run_dir, splits=splits, label_set=label_set).fit()
+    return Trainer(config, run_dir=run_dir, splits=splits, label_set=label_set, callbacks=callbacks).fit()
 
 
-def evaluate(run: str | Path, split: str = "dev", batch_size: int | None = None) -> dict[str, Any]:
-    """Evaluate a run's dev-selected model (``RUN/best``) on one split; writes ``eval_<split>.json``."""
-    from tqdm.auto import tqdm
-
-    run = Path(run)
-    model_dir = run / "best" if (run / "best").exists() else run
-    model, config, label_set = EmotionModel.from_pretrained(model_dir)
-    run_config = load_config(run / "config.yaml") if (run / "config.yaml").exists() else config
-    run_config.data.labels = list(label_set.names)
-    splits, _ = load_splits(run_config)
-    if split not in splits:
-        raise DataError(f"split '{split}' is missing or empty (splits found: {', '.join(splits.names())})")
-    processors = {m: type(enc).build_processor(config.model.encoders[m], config.data, model_dir)
-                  for m, enc in model.encoders.items()}
-    fit_processors(processors, splits)
-    examples = splits[split]
-    loader = DataLoader(EmotionDataset(examples, processors, label_set), batch_size=batch_size or config.train.batch_size,
-                        collate_fn=Collator(processors), num_workers=run_config.data.num_workers)
-    report = MediaReport()
-    y_true, y_pred, probs, index = [], [], [], []
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"evaluate {split}", leave=False):
-            report.add(batch["issues"])
-            out = model(batch["inputs"], batch["present"])
-            y_true += batch["labels"].tolist()
-            y_pred += out.probs.argmax(-1).tolist()
-            probs += out.probs.tolist()
-            index += batch["index"].tolist()
-    metrics = compute_metrics(y_true, y_pred, label_set.names)
-    if run.is_dir():
-        write_eval_files(run, split, metrics, label_set, examples, y_pred, probs, index)
-    metrics["media_issues"] = report.counts()
-    print(format_table(metrics, label_set.names, title=f"{run} on {split}"))
-    return metrics
-
-
-__all__ = ["Trainer", "TrainResult", "train", "evaluate", "last_checkpoint", "NonFiniteLossError"]
+__all__ = ["Trainer", "TrainResult", "train", "last_checkpoint"]

@@ -40,14 +40,14 @@ from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGro
 from mmemo import load_config
 from mmemo.config import Config
 from mmemo.data.examples import Example, Splits
-from mmemo.data.manifest import read_manifest
-from mmemo.data.sources import apply_labels
+from mmemo.data.loading import apply_labels
+from mmemo.data.readers.manifest import read_manifest
 from mmemo.labels import LabelSet, get_label_set
 from mmemo.training.metrics import compute_metrics
 from mmemo.training.trainer import Trainer
 
 COLUMNS = {"image": "image", "label": "emotion", "speaker": "identity"}
-CONFIGS = REPO / "configs" / "faces"
+CONFIGS = REPO / "scripts" / "bench" / "configs" / "faces"
 # method -> (config, overrides); HOG works on luma, so it has no colour variant
 METHODS = {
     "colour": (CONFIGS / "resnet18.yaml", ["model.encoders.vision.grayscale=false"]),
@@ -59,7 +59,12 @@ METHODS = {
 }
 # method -> (key, values) chosen by cross-validation over the training identities, then refitted on all of
 # them; the first value wins ties, so the strongest penalty comes first
-GRIDS = {"hog linear": ("train.l2_penalty", [0.5, 0.05, 0.005])}
+GRIDS = {"hog linear": ("l2", [0.5, 0.05, 0.005])}  # the weight of the l2 loss term
+
+
+def grid_override(term: str, weight: Any) -> str:
+    """A grid value as an override: ``train.loss_terms`` holding that term at that weight."""
+    return f"train.loss_terms=[{{name: {term}, weight: {weight}}}]"
 INNER_FOLDS = 4
 
 
@@ -151,7 +156,7 @@ def trainer_score(config_path: Path, overrides: list[str], key: str, run_dir: Pa
     """``score`` for ``choose``: train with ``key=value`` on the inner fold, its final epoch's accuracy on
     the held-out identities (``run_dir/key=value/inner<i>``)."""
     def score(value: Any, i: int, fit: list[Example], held: list[Example]) -> float:
-        config = load_config(config_path, [*overrides, f"{key}={value}", "train.eval_test=false"])
+        config = load_config(config_path, [*overrides, grid_override(key, value), "train.eval_test=false"])
         return train_quietly(config, run_dir / f"{key}={value}" / f"inner{i}", {"train": fit, "dev": held}, label_set)
 
     return score
@@ -161,9 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED_DATA / "facial_expressions"))
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-                        help="colour/greyscale: configs/faces/resnet18.yaml; colour refit/greyscale refit: "
-                             "configs/faces/resnet18_refit.yaml; "
-                             "hog: configs/faces/hog.yaml; hog linear: configs/faces/hog_linear.yaml")
+                        help="in scripts/bench/configs/faces/: colour/greyscale: resnet18.yaml; "
+                             "colour refit/greyscale refit: resnet18_refit.yaml; hog: hog.yaml; hog linear: hog_linear.yaml")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench" / "faces"))
@@ -194,7 +198,7 @@ def main() -> None:
         config_path, overrides = METHODS[variant]
         start = time.time()
         for fold, (train, val, test) in enumerate(folds):
-            base = [f"data.manifest.path={manifest}", f"train.seed={args.seed + fold}", "train.progress=false",
+            base = [f"data.path={manifest}", f"train.seed={args.seed + fold}", "train.progress=false",
                     *overrides, *args.overrides]
             run_dir = Path(args.runs) / variant / f"fold{fold}"
             if variant in GRIDS:
@@ -203,7 +207,7 @@ def main() -> None:
                 best = choose(values, score, inner_folds(train + val))
                 chosen.setdefault(variant, []).append(best)
                 # the final epoch is kept, so "dev" (training identities here) selects nothing
-                train_quietly(load_config(config_path, [*base, f"{key}={best}"]), run_dir,
+                train_quietly(load_config(config_path, [*base, grid_override(key, best)]), run_dir,
                               {"train": train + val, "dev": val, "test": test}, label_set)
             else:
                 config = load_config(config_path, base)

@@ -102,10 +102,11 @@ def seconds(fn, device: torch.device | None = None) -> float:
 
 def encoders_alone(rec, clip: str):
     """A function running only the three encoders' forward passes on the decoded, collated inputs."""
-    from mmemo.inference import _to_device, make_example
+    from mmemo.inference import make_example
+    from mmemo.models.prediction import to_device
 
     item = rec.preparer(0, make_example("bench", text=TEXT, video=clip))
-    inputs = _to_device(rec.collator([item])["inputs"], rec.device)
+    inputs = to_device(rec.collator([item])["inputs"], rec.device)
 
     def run() -> dict[str, float]:
         times = {}

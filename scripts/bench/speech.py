@@ -12,7 +12,7 @@ once, with the selected model):
   out of training to select the epoch by its UAR, and three speakers train.
 - Per-speaker normalisation standardises each speaker's features with that speaker's own clips,
   labels unseen (the test speaker's too: transductive, as in the speech-emotion literature).
-- A variant with a grid (``GRIDS``: the L2 penalty of the openSMILE linear models) keeps its final epoch;
+- A variant with a grid (``GRIDS``: the l2 loss term's weight in the openSMILE linear models) keeps its final epoch;
   each value is scored by leave one speaker out over the fold's training speakers alone (UAR of their
   summed confusion matrices), and the best is refitted on all of them. The choice depends on the test
   speaker's fold, not on the seed (a convex fit run to convergence), so it is made once, with the first
@@ -42,8 +42,8 @@ from common import REPO, RESULTS, SHARED_DATA, fmt, mean_std, peak_rss_mb, write
 
 from mmemo import load_config
 from mmemo.data.examples import Splits
-from mmemo.data.manifest import read_manifest
-from mmemo.data.sources import apply_labels
+from mmemo.data.loading import apply_labels
+from mmemo.data.readers.manifest import read_manifest
 from mmemo.labels import get_label_set
 from mmemo.models.encoders.opensmile import KEPT
 from mmemo.registry import ENCODERS
@@ -51,18 +51,19 @@ from mmemo.training.trainer import Trainer
 
 BENCH_CONFIGS = "scripts/bench/configs"
 VARIANTS = {  # name -> (config, or dataset -> config, the first for any other dataset; overrides)
-    "acoustic": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=false"]),
-    "acoustic+spk": ("configs/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=true"]),
-    "acoustic+spk linear": ("configs/emodb/acoustic_linear.yaml", []),
-    "logmel_cnn": ("configs/emodb/logmel_cnn.yaml", []),
+    "acoustic": (f"{BENCH_CONFIGS}/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=false"]),
+    "acoustic+spk": (f"{BENCH_CONFIGS}/emodb/acoustic.yaml", ["model.encoders.audio.speaker_norm=true"]),
+    "acoustic+spk linear": (f"{BENCH_CONFIGS}/emodb/acoustic_linear.yaml", []),
+    "logmel_cnn": (f"{BENCH_CONFIGS}/emodb/logmel_cnn.yaml", []),
     "opensmile_compare": ({"emodb": f"{BENCH_CONFIGS}/emodb/opensmile_compare_linear.yaml",
                            "ravdess": f"{BENCH_CONFIGS}/ravdess/opensmile_compare_linear.yaml"}, []),
     "opensmile_egemaps": ({"emodb": f"{BENCH_CONFIGS}/emodb/opensmile_egemaps_linear.yaml",
                            "ravdess": f"{BENCH_CONFIGS}/ravdess/opensmile_egemaps_linear.yaml"}, []),
 }
-# variant -> (key, values), chosen per fold by leave one speaker out over its training speakers (see above).
-# The L2 penalties are scikit-learn's C of 0.001, 0.01, 0.1 and 1 for EmoDB's ~217 training clips (1 / (C n)).
-L2_GRID = ("train.l2_penalty", [5.0, 0.5, 0.05, 0.005])
+# variant -> (override with {} for the value, values), chosen per fold by leave one speaker out over its training
+# speakers (see above). The weights of the l2 loss term are scikit-learn's C of 0.001, 0.01, 0.1 and 1 for
+# EmoDB's ~217 training clips (1 / (C n)).
+L2_GRID = ("train.loss_terms=[{{name: l2, weight: {}}}]", [5.0, 0.5, 0.05, 0.005])
 GRIDS = {"opensmile_compare": L2_GRID, "opensmile_egemaps": L2_GRID}
 DATASETS = {  # name -> (folder, label set, manifest columns)
     "emodb": ("emodb", "emodb7", {"audio": "file", "label": "emotion", "speaker": "speaker"}),
@@ -109,14 +110,14 @@ def uar_of(confusion: np.ndarray) -> float:
     return float(100 * (np.diag(confusion)[support > 0] / support[support > 0]).mean())
 
 
-def choose(key: str, values: list, config_for, examples, label_set, train_speakers: list[str], run_dir: Path) -> tuple:
-    """The value of ``key`` with the best UAR (confusions summed) over leave one speaker out on
+def choose(override: str, values: list, config_for, examples, label_set, train_speakers: list[str], run_dir: Path) -> tuple:
+    """The value (in ``override``'s ``{}``) with the best UAR (confusions summed) over leave one speaker out on
     ``train_speakers`` alone (the first of equals), and every value's UAR; ``config_for(*overrides)``."""
     scores = {}
     for value in values:
-        total = sum(np.array(run_fold(config_for(f"{key}={value}"), examples, label_set, held,
+        total = sum(np.array(run_fold(config_for(override.format(value)), examples, label_set, held,
                                       [s for s in train_speakers if s != held], None,
-                                      run_dir / f"{key}={value}" / f"held_{held}")["confusion"])
+                                      run_dir / f"value={value}" / f"held_{held}")["confusion"])
                     for held in train_speakers)
         scores[value] = round(uar_of(total), 2)
     return max(values, key=lambda v: scores[v]), scores
@@ -179,9 +180,9 @@ def main() -> None:
         for variant in args.variants:
             path = config_path(variant, dataset)
             overrides = VARIANTS[variant][1]
-            data_overrides = [f"data.label_set={label_set_name}", f"data.manifest.path={manifest}",
-                              f"data.manifest.columns={columns}", "data.manifest.split_column=null",
-                              "data.manifest.splits={}", "train.progress=false", "train.eval_test=true"]
+            data_overrides = [f"data.label_set={label_set_name}", f"data.path={manifest}",
+                              f"data.columns={columns}", "data.split_column=null",
+                              "data.splits={}", "train.progress=false", "train.eval_test=true"]
 
             def make_config(seed: int, *extra: str, path=path, overrides=overrides, data_overrides=data_overrides):
                 return load_config(REPO / path, [*data_overrides, *overrides, f"train.seed={seed}", *args.overrides, *extra])
@@ -195,14 +196,14 @@ def main() -> None:
                 for test, train_speakers, val in folds(speakers, args.validation == "speaker"):
                     extra: list[str] = []
                     if variant in GRIDS and not args.fixed and val is None and len(train_speakers) > 1:
-                        key, values = GRIDS[variant]
+                        override, values = GRIDS[variant]
                         if test not in chosen:  # once per fold, with the first seed
-                            chosen[test] = choose(key, values, functools.partial(make_config, args.seeds[0]), examples,
-                                                  label_set, train_speakers,
+                            chosen[test] = choose(override, values, functools.partial(make_config, args.seeds[0]),
+                                                  examples, label_set, train_speakers,
                                                   Path(args.runs) / dataset / variant / "inner" / f"test_{test}")
-                            print(f"{dataset} {variant} test {test}: {key} chosen on {train_speakers}: "
+                            print(f"{dataset} {variant} test {test}: {override.format('_')} chosen on {train_speakers}: "
                                   f"{chosen[test][0]} (inner UAR {chosen[test][1]})", flush=True)
-                        extra = [f"{key}={chosen[test][0]}"]
+                        extra = [override.format(chosen[test][0])]
                     config = make_config(seed, *extra)
                     run_dir = Path(args.runs) / dataset / variant / f"seed{seed}" / f"test_{test}"
                     fold_results.append(run_fold(config, examples, label_set, test, train_speakers, val, run_dir)

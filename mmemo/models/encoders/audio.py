@@ -18,7 +18,7 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example
-from mmemo.data.media import MediaError, describe, file_identity, is_silent, read_audio
+from mmemo.data.media import MediaError, describe, file_identity, is_path, is_silent, read_audio
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
 from mmemo.models.encoders.hf import load_hf_model, resolve_checkpoint
 from mmemo.registry import register_encoder
@@ -59,12 +59,12 @@ class WaveformProcessor(Processor):
 @dataclass
 class LogMelCNNConfig(EncoderConfig):
     name: str = "logmel_cnn"
-    n_mels: int = 64
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
-    dim: int = 128
-    dropout: float = 0.1
+    n_mels: int = 64  # mel bands of the spectrogram
+    win_ms: float = 25.0  # analysis window, milliseconds
+    hop_ms: float = 10.0  # hop between frames, milliseconds
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])  # output channels of each conv block (each halves time and frequency)
+    dim: int = 128  # width of the embedding
+    dropout: float = 0.1  # dropout before the projection
 
 
 class LogMelProcessor(WaveformProcessor):
@@ -120,10 +120,19 @@ class LogMelCNNEncoder(Encoder):
         self.dim = config.dim
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> ModalityEmbedding:
-        x = self.cnn(features.transpose(1, 2).unsqueeze(1))  # [B, C, F', T']
-        seq = self.proj(x.mean(dim=2).transpose(1, 2))  # [B, T', D]
+        """Padded frames are zeroed after every block, so that a convolution at the end of a clip sees the
+        same zeros as its own padding gives a clip alone: an example's embedding does not depend on the
+        length of the others in its batch."""
+        x = features.transpose(1, 2).unsqueeze(1)  # [B, 1, F, T]
         lengths = mask.sum(1)
-        out_len = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor").clamp(min=1, max=seq.shape[1])
+        for layer in self.cnn:
+            if isinstance(layer, nn.MaxPool2d):
+                valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+                x = x * valid[:, None, None, :].to(x.dtype)
+                lengths = torch.div(lengths + 1, 2, rounding_mode="floor")  # ceil_mode pooling by 2
+            x = layer(x)
+        seq = self.proj(x.mean(dim=2).transpose(1, 2))  # [B, T', D]
+        out_len = lengths.clamp(min=1, max=seq.shape[1])
         seq_mask = torch.arange(seq.shape[1], device=seq.device)[None, :] < out_len[:, None]
         mean = masked_mean(seq, seq_mask)
         var = masked_mean((seq - mean.unsqueeze(1)) ** 2, seq_mask)
@@ -141,8 +150,8 @@ class HFAudioConfig(EncoderConfig):
     name: str = "hf_audio"
     checkpoint: str | None = None  # hub id or local folder (wav2vec2, HuBERT, WavLM...)
     model_type: str | None = None  # build from scratch without a checkpoint, e.g. wav2vec2
-    pretrained: bool = True
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = True  # false: random initialisation from the checkpoint's config
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # AutoConfig overrides (tiny test models)
     freeze_feature_encoder: bool = True  # the CNN front end; standard when fine-tuning wav2vec2
     normalize: bool | None = None  # zero-mean unit-variance waveform; None -> the feature extractor's choice
 
@@ -198,10 +207,16 @@ class HFAudioEncoder(Encoder):
         return self.model
 
     def forward(self, waveform: torch.Tensor, attention_mask: torch.Tensor) -> ModalityEmbedding:
-        out = self.model(waveform, attention_mask=attention_mask.long() if self.pass_mask else None)
-        hidden = out.last_hidden_state
-        lengths = self.model._get_feat_extract_output_lengths(attention_mask.sum(1))
-        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
+        lengths = attention_mask.sum(1)
+        if self.pass_mask:
+            hidden = self.model(waveform, attention_mask=attention_mask.long()).last_hidden_state
+        else:
+            # A group-norm front end (wav2vec2-base) normalises over the whole padded waveform and takes no
+            # mask, so padding would change every frame: each clip runs alone, at its own length.
+            outs = [self.model(waveform[i:i + 1, :int(n)]).last_hidden_state[0] for i, n in enumerate(lengths.tolist())]
+            hidden, _ = pad_stack(outs)
+        out_len = self.model._get_feat_extract_output_lengths(lengths)
+        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < out_len[:, None]
         return ModalityEmbedding(hidden, mask, masked_mean(hidden, mask))
 
     def save_assets(self, directory: Path, relative: str) -> dict[str, Any]:
@@ -226,20 +241,20 @@ class HFAudioEncoder(Encoder):
 @dataclass
 class AcousticConfig(EncoderConfig):
     name: str = "acoustic"
-    n_mfcc: int = 40
+    n_mfcc: int = 40  # MFCCs per frame
     n_mels: int = 64  # mel bands the MFCCs are taken from (librosa's own default is 128)
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
+    win_ms: float = 25.0  # analysis window, milliseconds
+    hop_ms: float = 10.0  # hop between frames, milliseconds
     trim_db: float | None = 30.0  # strip leading/trailing silence below peak - trim_db (None: keep all)
     fmin: float = 60.0  # pitch search range, Hz
-    fmax: float = 500.0
+    fmax: float = 500.0  # pitch search range, Hz (upper end)
     speaker_norm: bool = False  # standardise each feature with its speaker's own (unlabelled) statistics
     # a BatchNorm on the functionals (its running statistics a global z-score); false: they enter as they
     # are, which suits speaker_norm (already standardised) and a linear probe, where batch statistics are noise
     batch_norm: bool = True
-    hidden: list[int] = field(default_factory=lambda: [256])
+    hidden: list[int] = field(default_factory=lambda: [256])  # widths of the MLP's hidden layers ([] for none)
     dim: int | None = 128  # None (with hidden: []): the normalised functionals themselves, for a linear probe
-    dropout: float = 0.3
+    dropout: float = 0.3  # dropout before each layer of the MLP
 
 
 def acoustic_functionals(wav: np.ndarray, sample_rate: int, config: AcousticConfig) -> np.ndarray:
@@ -358,7 +373,7 @@ class AcousticProcessor(WaveformProcessor):
         if example.audio is None:
             return None
         # Kept per file version (a replaced file is recomputed); in-memory inputs are not kept.
-        key = tuple(file_identity(example.audio)) if isinstance(example.audio, str) else None
+        key = tuple(file_identity(example.audio)) if is_path(example.audio) else None
         if key is None or key not in self._features:
             wav = self.load(example)
             feats = acoustic_functionals(wav.numpy(), self.sample_rate, self.config)

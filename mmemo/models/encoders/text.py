@@ -15,6 +15,8 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example, Turn
+from mmemo.data.text import is_valid_unicode
+from mmemo.errors import MediaError
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
 from mmemo.models.encoders.hf import load_hf_model, resolve_checkpoint
 from mmemo.registry import register_encoder
@@ -23,43 +25,19 @@ from mmemo.registry import register_encoder
 @dataclass
 class HFTextConfig(EncoderConfig):
     name: str = "hf_text"
-    checkpoint: str = "sentence-transformers/all-MiniLM-L6-v2"
-    pretrained: bool = True
+    checkpoint: str = "sentence-transformers/all-MiniLM-L6-v2"  # a hub id or a local folder (BERT, RoBERTa, MiniLM...)
+    pretrained: bool = True  # false: random initialisation from the checkpoint's config
     model_overrides: dict[str, Any] = field(default_factory=dict)  # AutoConfig overrides (tiny test models)
-    # mean: the target utterance's tokens; cls: [CLS]; target_context: the target's mean and the mean of the
-    # other tokens (its dialogue context), mixed by a learned Linear that starts as the target's mean alone
-    pooling: Literal["mean", "cls", "target_context"] = "mean"
+    pooling: Literal["mean", "cls"] = "mean"  # mean: of the target utterance's tokens; cls: the [CLS] token
     # > 1: pool the mean of the last this many layers' hidden states (COSMIC, Ghosal et al. 2020, averages
     # RoBERTa's last four): lower layers keep more of the words themselves, and get a short gradient path
     pool_layers: int = 1
-    max_length: int = 128
+    max_length: int = 128  # tokens of the utterance and its context; longer inputs are cut
     context_turns: int = 0  # previous utterances of the same dialogue
     future_turns: int = 0  # following utterances (only where the application has them)
-    speaker_names: bool = True  # prefix each turn with "Speaker: "
-    # false: the target's "Speaker: " prefix is read by attention but left out of its mean, which then
-    # averages the utterance's own words (two of a four-token "Ross: Yeah." are otherwise the name)
-    pool_speaker_name: bool = True
-    ascii_punctuation: bool = False  # ’ ‘ “ ” … as the ASCII the checkpoint mostly saw in pretraining
-    target_segment: bool = False  # token type 1 on the target utterance, 0 on its context (BERT pair encoding)
-    context_dropout: float = 0.0  # training only: the chance that an example's context is hidden from attention
-    freeze_token_embeddings: bool = False  # keep the pretrained vocabulary matrix; rare tokens get no noisy updates
-    gradient_checkpointing: bool = False
-
-
-# Typographic punctuation that WordPiece vocabularies keep as rare tokens of their own: "don’t" becomes
-# don / ’ / t, beside the don / ' / t the model saw far more often. MELD mixes both forms.
-ASCII_PUNCTUATION = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2026": "..."})
-
-
-def hide_context(attention_mask: torch.Tensor, target_mask: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """``attention_mask`` with every token but [CLS], the target and its closing [SEP] masked in the rows ``hidden``.
-
-    The target keeps its positions, so a hidden row is not the utterance encoded alone, but no context reaches it.
-    """
-    keep = target_mask.clone()
-    keep[:, 0] = True
-    keep[:, 1:] |= target_mask[:, :-1]
-    return torch.where(hidden[:, None] & ~keep, torch.zeros_like(attention_mask), attention_mask)
+    speaker_names: bool = True  # prefix each turn with "Speaker: " (with context)
+    freeze_token_embeddings: bool = False  # keep the pretrained vocabulary matrix out of the optimiser (faster epochs)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
 
 
 class TextProcessor(Processor):
@@ -76,9 +54,6 @@ class TextProcessor(Processor):
         self.bos = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
         self.sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        if not config.pool_speaker_name and not tok.is_fast:
-            raise ValueError(f"model.encoders.text.pool_speaker_name=false finds the name's tokens by their character "
-                             f"offsets, which {config.checkpoint}'s slow tokenizer does not give")
 
     def _format(self, turn: Turn) -> str:
         if self.config.speaker_names and turn.speaker and (self.config.context_turns or self.config.future_turns):
@@ -86,28 +61,11 @@ class TextProcessor(Processor):
         return turn.text
 
     def _ids(self, text: str) -> list[int]:
-        if self.config.ascii_punctuation:
-            text = text.translate(ASCII_PUNCTUATION)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _target_ids(self, text: str, speaker: str | None) -> tuple[list[int], int]:
-        """The target's token ids and how many of the first belong to its speaker prefix (0 when pooled)."""
-        formatted = self._format(Turn(speaker, text))
-        if self.config.pool_speaker_name or formatted == text:
-            return self._ids(formatted), 0
-        if self.config.ascii_punctuation:
-            formatted, text = formatted.translate(ASCII_PUNCTUATION), text.translate(ASCII_PUNCTUATION)
-        prefix_chars = len(formatted) - len(text)
-        encoded = self.tokenizer(formatted, add_special_tokens=False, return_offsets_mapping=True)
-        prefix = sum(1 for start, _ in encoded["offset_mapping"] if start < prefix_chars)
-        return encoded["input_ids"], prefix
 
     def encode(self, text: str, speaker: str | None = None, before: tuple[Turn, ...] = (), after: tuple[Turn, ...] = ()) -> dict[str, torch.Tensor]:
         budget = self.config.max_length - 2 - (1 if before else 0) - (1 if after else 0)
-        target, prefix = self._target_ids(text, speaker)
-        target = target[: max(1, budget)]
-        if prefix >= len(target):  # the budget left nothing but the name: pool what there is
-            prefix = 0
+        target = self._ids(self._format(Turn(speaker, text)))[: max(1, budget)]
         budget -= len(target)
         past: list[int] = []
         for turn in reversed(before):  # most recent first, until the budget is spent
@@ -128,7 +86,7 @@ class TextProcessor(Processor):
         ids = [self.bos]
         if past:
             ids += past + [self.sep]
-        start = len(ids) + prefix
+        start = len(ids)
         ids += target
         end = len(ids)
         ids += [self.sep]
@@ -140,8 +98,19 @@ class TextProcessor(Processor):
         return {"input_ids": torch.tensor(ids, dtype=torch.long), "target_mask": target_mask}
 
     def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:
-        if example.text is None or not example.text.strip():
+        """Token ids of the utterance in its context; None without text. An empty utterance, or text that is
+        not valid Unicode (a lone surrogate, as undecodable bytes on a command line become), is unusable
+        input: a ``MediaError``, counted in the media report in training and a warning in ``predict``."""
+        if example.text is None:
             return None
+        if not example.text.strip():
+            raise MediaError("text", "empty text")
+        for what, value in (("text", example.text), ("speaker", example.speaker),
+                            *((f"context turn {i + 1}", t.text) for i, t in enumerate(example.context_before)),
+                            *((f"following turn {i + 1}", t.text) for i, t in enumerate(example.context_after))):
+            if value is not None and not is_valid_unicode(value):
+                raise MediaError("text", "not valid Unicode", f"the {what} holds a lone surrogate; text must be a str "
+                                 "of valid Unicode")
         return self.encode(example.text, example.speaker, example.context_before, example.context_after)
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -159,8 +128,6 @@ class HFTextEncoder(Encoder):
 
     def __init__(self, config: HFTextConfig, base_dir: str | Path | None = None):
         super().__init__(config, base_dir)
-        if not 0.0 <= config.context_dropout < 1.0:
-            raise ValueError(f"model.encoders.text.context_dropout must be in [0, 1), got {config.context_dropout}")
         self.model = load_hf_model(config.checkpoint, None, config.pretrained, config.model_overrides, base_dir)
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
@@ -173,19 +140,6 @@ class HFTextEncoder(Encoder):
         if not 1 <= config.pool_layers <= layers:
             raise ValueError(f"model.encoders.text.pool_layers must be in [1, {layers}] for {config.checkpoint} "
                              f"({layers} layers), got {config.pool_layers}")
-        if config.pooling == "target_context":
-            # The target's tokens attend to the context, but six layers may carry little of a neighbour's
-            # mood into them; this hands the head the context's own mean as well.
-            self.context_mix = nn.Linear(2 * self.dim, self.dim)
-            with torch.no_grad():
-                self.context_mix.weight.zero_()
-                self.context_mix.weight[:, :self.dim].copy_(torch.eye(self.dim))
-                self.context_mix.bias.zero_()
-        token_types = getattr(self.model.config, "type_vocab_size", 0)
-        if config.target_segment and token_types < 2:
-            raise ValueError(
-                f"model.encoders.text.target_segment: {config.checkpoint} has {token_types} token type(s); "
-                "marking the target needs 2 (BERT, MiniLM, ELECTRA have them; RoBERTa does not)")
 
     @classmethod
     def build_processor(cls, config: HFTextConfig, data: DataConfig | None, base_dir=None) -> TextProcessor:
@@ -200,24 +154,11 @@ class HFTextEncoder(Encoder):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor | None = None) -> ModalityEmbedding:
         mask = attention_mask.bool()
-        if self.training and self.config.context_dropout > 0 and target_mask is not None:
-            # An augmentation: the model also learns to read each utterance without its neighbours.
-            hidden = torch.rand(attention_mask.shape[0], device=attention_mask.device) < self.config.context_dropout
-            attention_mask = hide_context(attention_mask, target_mask, hidden)
-        extra = {}
-        if self.config.target_segment and target_mask is not None:
-            # Which turn is classified, visible to attention itself and not only to the pooling.
-            extra["token_type_ids"] = target_mask.long()
         n = self.config.pool_layers
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), output_hidden_states=n > 1, **extra)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), output_hidden_states=n > 1)
         hidden = out.last_hidden_state if n == 1 else torch.stack(out.hidden_states[-n:]).mean(0)
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
-        elif self.config.pooling == "target_context":
-            if target_mask is None:
-                raise ValueError("model.encoders.text.pooling=target_context needs the processor's target_mask")
-            context = mask & ~target_mask.bool()  # [CLS], [SEP]s and the neighbouring turns
-            pooled = self.context_mix(torch.cat([masked_mean(hidden, target_mask), masked_mean(hidden, context)], -1))
         else:
             pooled = masked_mean(hidden, target_mask if target_mask is not None else mask)
         return ModalityEmbedding(hidden, mask, pooled)

@@ -24,21 +24,20 @@ from mmemo.registry import register_encoder
 @dataclass
 class TimmConfig(EncoderConfig):
     name: str = "timm"
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"  # any timm model name
     pretrained: bool = False  # timm weights from the hub; offline, give checkpoint_path instead
     checkpoint_path: str | None = None  # a local weights file (safetensors or timm .pth) for the backbone
     model_overrides: dict[str, Any] = field(default_factory=dict)  # kwargs for timm.create_model
     image_size: int | None = None  # None: the backbone's default input size
     grayscale: bool = False  # drop colour (removes a colour-vs-greyscale shortcut in some face datasets)
     augment: bool = False  # training only: random horizontal flips and shifts of up to 1/8 of the frame
-    # With augment, also (training only): a random rotation of up to this many degrees, a zoom of up to this
-    # fraction in or out, and brightness and contrast each scaled by up to this fraction; 0 turns each off.
-    augment_rotation: float = 0.0
-    augment_scale: float = 0.0
-    augment_jitter: float = 0.0
+    augment_rotation: float = 0.0  # with augment: a random rotation of up to this many degrees (0: off)
+    augment_scale: float = 0.0  # with augment: zoom in or out by up to this fraction (0: off)
+    augment_jitter: float = 0.0  # with augment: brightness and contrast scaled by up to this fraction (0: off)
+    # how the frames become one vector: their mean, attention weights, or a small transformer
     temporal: Literal["mean", "attention", "transformer"] = "mean"
-    temporal_layers: int = 1
-    temporal_heads: int = 4
+    temporal_layers: int = 1  # temporal: transformer: its layers
+    temporal_heads: int = 4  # temporal: transformer: its attention heads
     dim: int | None = None  # project frame features to this size (None: the backbone's)
     # Out of training, run the backbone on at most this many frames at a time; None: 8 on CPU (larger batches
     # cost more per frame there), every frame at once on other devices.
@@ -228,7 +227,7 @@ class HOGConfig(EncoderConfig):
     block_size: int = 2  # cells per block side; each block is normalised on its own (L2-Hys)
     augment: bool = False  # training only: random horizontal flips and shifts before the histograms
     dim: int | None = 128  # None: the histograms themselves (with the ``probe`` fusion, a linear classifier of HOG)
-    dropout: float = 0.3
+    dropout: float = 0.3  # dropout before the projection
 
 
 def hog_features(frames: torch.Tensor, cell_size: int = 8, orientations: int = 9, block_size: int = 2) -> torch.Tensor:

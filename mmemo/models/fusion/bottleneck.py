@@ -9,15 +9,16 @@ from torch import nn
 
 from mmemo.config import ConfigError
 from mmemo.models.encoders.base import ModalityEmbedding
+from mmemo.models.fusion.attention import Concatenation, Segments, TransformerLayer
 from mmemo.models.fusion.base import Fusion
-from mmemo.models.fusion.sequence import AttentionFusionConfig, TokenProjection, transformer_layer
+from mmemo.models.fusion.sequence import AttentionFusionConfig, TokenProjection, run_layer
 from mmemo.registry import register_fusion
 
 
 @dataclass
 class BottleneckConfig(AttentionFusionConfig):
     name: str = "bottleneck"
-    bottleneck_tokens: int = 4
+    bottleneck_tokens: int = 4  # shared bottleneck tokens through which the modalities exchange information
     fusion_layer: int = 0  # layers before this index are unimodal; from it on, streams share the bottleneck
 
     def validate(self, key: str) -> None:
@@ -53,6 +54,10 @@ class BottleneckFusion(Fusion):
     Missing modalities: an absent stream is left out of the bottleneck mean and of the CLS mean, so
     it contributes nothing; CLS and bottleneck tokens are always valid keys, so no attention row is
     ever empty.
+
+    Each stream stays packed (``attention.py``): per example ``[CLS; valid tokens]``, plus the
+    bottleneck tokens in fusion layers, so padding is never computed and attention runs unmasked in
+    PyTorch's fused kernels.
     """
 
     def __init__(self, config: BottleneckConfig, input_dims: dict[str, int], modalities: list[str]):
@@ -62,30 +67,36 @@ class BottleneckFusion(Fusion):
         self.cls = nn.ParameterDict({m: nn.Parameter(torch.randn(1, 1, d) * 0.02) for m in modalities})
         self.bottleneck = nn.Parameter(torch.randn(1, config.bottleneck_tokens, d) * 0.02)
         self.layers = nn.ModuleDict({
-            m: nn.ModuleList(transformer_layer(d, config.heads, p) for _ in range(config.layers)) for m in modalities
+            m: nn.ModuleList(TransformerLayer(d, config.heads, p, config.attention_dropout) for _ in range(config.layers))
+            for m in modalities
         })
         self.norm = nn.LayerNorm(d)
 
     def fuse(self, embeddings: dict[str, ModalityEmbedding], present: torch.Tensor) -> torch.Tensor:
-        batch = present.shape[0]
-        streams, ignore = {}, {}
-        for m in self.modalities:
-            tokens = self.tokens[m](embeddings[m].seq)
-            streams[m] = torch.cat([self.cls[m].to(tokens.dtype).expand(batch, -1, -1), tokens], dim=1)
-            ignore[m] = ~torch.cat([embeddings[m].mask.new_ones(batch, 1), embeddings[m].mask], dim=1)
+        batch, n = present.shape[0], self.config.bottleneck_tokens
+        ones, shared_rows = Segments((1,) * batch), Segments((n,) * batch)
+        streams, stream_rows, with_shared = {}, {}, {}
+        for m in self.modalities:  # packed per example: [CLS_m; valid tokens_m] (+ the bottleneck in fusion layers)
+            tokens, segments = self.tokens[m](embeddings[m].seq, embeddings[m].mask)
+            with_cls = Concatenation.of([ones, segments], tokens.device)
+            streams[m] = with_cls.join([self.cls[m].to(tokens.dtype).view(1, -1).expand(batch, -1), tokens])
+            stream_rows[m] = with_cls.segments
+            with_shared[m] = Concatenation.of([stream_rows[m], shared_rows], tokens.device)
         shared = self.bottleneck.expand(batch, -1, -1)
-        n = shared.shape[1]
+        recompute = self.config.checkpoint_layers
         for i in range(self.config.layers):
             if i < self.config.fusion_layer:
                 for m in self.modalities:
-                    streams[m] = self.layers[m][i](streams[m], src_key_padding_mask=ignore[m])
+                    streams[m] = run_layer(self.layers[m][i], streams[m], stream_rows[m], recompute=recompute)
                 continue
             copies = []
             for m in self.modalities:
-                x = torch.cat([streams[m], shared.to(streams[m].dtype)], dim=1)
-                x = self.layers[m][i](x, src_key_padding_mask=torch.cat([ignore[m], ignore[m].new_zeros(batch, n)], 1))
-                streams[m], copy = x[:, :-n], x[:, -n:]
-                copies.append(copy)
+                joint = with_shared[m]
+                x = joint.join([streams[m], shared.to(streams[m].dtype).reshape(batch * n, -1)])
+                x = run_layer(self.layers[m][i], x, joint.segments, recompute=recompute)
+                streams[m] = joint.take(x, 0)
+                copies.append(joint.take(x, 1).view(batch, n, -1))
             shared = present_mean(torch.stack(copies, dim=1), present)
-        cls = torch.stack([streams[m][:, 0] for m in self.modalities], dim=1)
+        cls = torch.stack([streams[m].index_select(0, torch.tensor(stream_rows[m].offsets, device=present.device))
+                           for m in self.modalities], dim=1)
         return self.norm(present_mean(cls, present))

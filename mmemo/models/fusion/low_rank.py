@@ -18,7 +18,7 @@ from mmemo.registry import register_fusion
 class LowRankConfig(FusionConfig):
     name: str = "low_rank"
     modality_dim: int = 32  # size of each h_m before the factors
-    rank: int = 4
+    rank: int = 4  # rank of the modality-specific factors
 
     def validate(self, key: str) -> None:
         for name in ("modality_dim", "rank"):

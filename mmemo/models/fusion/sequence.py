@@ -1,19 +1,22 @@
-"""What the token-sequence fusions share: projection to a common width with positions, and masks.
+"""What the token-sequence fusions share: projection to a common width with positions, masks, config.
 
 Sequences of different modalities are unaligned (32 text tokens, 100 audio frames, 8 video frames);
-each keeps its own length and mask. Attention over a row with no real key would give NaN, so such
-rows keep one key and their attention output is discarded by the caller.
+each keeps its own length and mask. The fusions work on packed sequences (``attention.py``): only
+the valid tokens, example after example.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mmemo.config import ConfigError, FusionConfig
+from mmemo.models.fusion.attention import Segments, pack
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -27,16 +30,19 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: tor
 
 
 class TokenProjection(nn.Module):
-    """An encoder's token sequence ``[B, T, D_m]`` -> ``[B, T, dim]``: linear, layer norm, positions."""
+    """An encoder's token sequence ``[B, T, D_m]`` -> its valid tokens packed, ``[N, dim]``: linear,
+    layer norm, positions (of the padded sequence). Padding tokens are never projected."""
 
     def __init__(self, in_dim: int, dim: int, dropout: float):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(in_dim, dim), nn.LayerNorm(dim))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        x = self.proj(seq)
-        return self.dropout(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype))
+    def forward(self, seq: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, Segments]:
+        tokens, positions, segments = pack(seq, valid)
+        x = self.proj(tokens)
+        table = sinusoidal_positions(seq.shape[1], x.shape[-1], x.device, x.dtype)
+        return self.dropout(x + table[positions]), segments
 
 
 def key_padding_mask(valid: torch.Tensor) -> torch.Tensor:
@@ -48,21 +54,31 @@ def key_padding_mask(valid: torch.Tensor) -> torch.Tensor:
     return ~(valid | keep_first)
 
 
-def transformer_layer(dim: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
-    """A pre-norm transformer encoder layer (GELU, 4x feed-forward), batch first."""
-    return nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=dropout, activation="gelu",
-                                      batch_first=True, norm_first=True)
-
-
 @dataclass
 class AttentionFusionConfig(FusionConfig):
     """Fields shared by the attention fusions; ``dim`` is their model width."""
 
-    layers: int = 2
-    heads: int = 4
+    layers: int = 2  # transformer layers (cross-modal blocks per direction, for cross_attention)
+    heads: int = 4  # attention heads (dim must be divisible by it)
+    # Dropout on the attention weights. Off by default: with it, PyTorch's fused attention kernels are
+    # unavailable on CPU and the math kernel keeps every attention matrix for backward.
+    attention_dropout: float = 0.0
+    # Recompute each layer's activations during backward instead of storing them (activation
+    # checkpointing): less memory for long sequences at the cost of one more forward pass per layer.
+    checkpoint_layers: bool = False
 
     def validate(self, key: str) -> None:
         if self.layers < 1:
             raise ConfigError(f"{key}.layers: must be >= 1, got {self.layers}")
         if self.heads < 1 or self.dim % self.heads:
             raise ConfigError(f"{key}.heads: must be >= 1 and divide dim={self.dim}, got {self.heads}")
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ConfigError(f"{key}.attention_dropout: must be in [0, 1), got {self.attention_dropout}")
+
+
+def run_layer(layer: Callable[..., torch.Tensor], *args, recompute: bool) -> torch.Tensor:
+    """``layer(*args)``, with its activations recomputed in backward when ``recompute`` (and autograd
+    is recording); the dropout masks are replayed, so results and gradients are the same."""
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(layer, *args, use_reentrant=False)
+    return layer(*args)

@@ -1,0 +1,222 @@
+"""EmotionRecognizer: fused inference on new inputs, any subset of modalities, from a saved model.
+
+Input kinds and the rules for unusable or long inputs: ``mmemo.inference.inputs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from mmemo.config import Config
+from mmemo.data.dataset import Collator
+from mmemo.data.examples import Example
+from mmemo.data.loading import examples_to_predict
+from mmemo.data.media import describe, is_path
+from mmemo.errors import InputError
+from mmemo.inference.inputs import INPUT_FIELDS, InputPreparer, PreparedInputs, make_example, with_video_audio
+from mmemo.inference.prediction import Prediction
+from mmemo.labels import LabelSet
+from mmemo.models.hub import push_folder, resolve_model_dir
+from mmemo.models.model import EmotionModel
+from mmemo.models.prediction import predict_batches
+
+log = logging.getLogger("mmemo")
+
+
+class EmotionRecognizer:
+    """Processors + model, ready for ``predict``; load with ``from_pretrained(model_dir_or_hub_id)``."""
+
+    def __init__(self, model: EmotionModel, config: Config, label_set: LabelSet, model_dir: Path | None = None,
+                 device: str | torch.device | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.label_set = label_set
+        self.modalities = list(model.modalities)
+        self.processors = {
+            m: type(enc).build_processor(config.model.encoders[m], config.data, model_dir) for m, enc in model.encoders.items()
+        }
+        self.collator = Collator(self.processors)
+        self.preparer = InputPreparer(self.processors, config.data.max_audio_seconds if "audio" in self.processors else None)
+
+    # -- the saved-model format -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | Path, device: str | torch.device | None = None,
+                        allow_pickle: bool = False, revision: str | None = None, token: str | None = None) -> EmotionRecognizer:
+        """A saved model folder, a run folder (its dev-selected ``best/``), or a Hugging Face Hub repo id.
+
+        Weights load from safetensors only; a pickled checkpoint is refused unless ``allow_pickle=True``.
+        """
+        path = resolve_model_dir(path_or_hub_id, revision=revision, allow_pickle=allow_pickle, token=token)
+        model, config, label_set = EmotionModel.from_pretrained(path, allow_pickle=allow_pickle)
+        return cls(model, config, label_set, path, device)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """A self-contained folder: config.yaml, model.safetensors, labels.json, encoders/ (tokenizer...)."""
+        return self.model.save_pretrained(directory, self.config, self.label_set)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload mmemo model") -> str:
+        """Save to a temporary folder and upload it to a Hugging Face Hub model repository (needs a network)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model")
+            return push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.label_set.names)
+
+    # -- prediction --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, text: str | None = None, audio: Any = None, video: Any = None, image: Any = None,
+                context: Sequence | None = None, speaker: str | None = None) -> Prediction:
+        """Predict from any subset of the model's modalities (input kinds: see the module docstring).
+
+        An unusable input is dropped with a warning (logged and in ``Prediction.warnings``); with no
+        usable input left, ``InputError`` names each input and the reason.
+        """
+        example = make_example("input", text, audio, video, image, context, speaker,
+                               use_video_audio="audio" in self.modalities)
+        pred = self._predict_items([self.preparer(0, example)])[0]
+        if pred.error:
+            raise InputError(pred.error)
+        for w in pred.warnings:
+            log.warning(w)
+        pred.id = None
+        return pred
+
+    @torch.inference_mode()
+    def predict_batch(self, inputs: Iterable[Mapping[str, Any]] | str | os.PathLike, batch_size: int = 8,
+                      num_workers: int = 0, progress: bool = True, columns: dict[str, str] | None = None,
+                      num_threads: int | None = None) -> list[Prediction]:
+        """Predictions for a list of ``predict`` keyword dicts (an ``id`` key is kept), or for every row of
+        a CSV/JSONL manifest (fields as in training manifests, renamed by ``columns``; media paths
+        relative to the manifest's folder), in input order, ``batch_size`` inputs per forward pass.
+
+        With ``num_workers`` 0, inputs are decoded in ``num_threads`` threads of this process (default: one
+        per input of a batch, at most one per CPU core; 1: one input after another), the next batch while
+        the model runs this one: decoders release the GIL, and threads start at once where worker
+        processes take a second or more. With ``num_workers`` > 0, in that many DataLoader processes.
+        An input with no usable modality gets a ``Prediction`` with ``error`` set; the others are unaffected.
+        """
+        from tqdm.auto import tqdm
+
+        examples = self._examples(inputs, columns)
+        if num_workers > 0:
+            batches = DataLoader(PreparedInputs(examples, self.preparer), batch_size=batch_size, num_workers=num_workers,
+                                 collate_fn=list)
+        else:
+            threads = num_threads if num_threads is not None else min(batch_size, os.cpu_count() or 1)
+            if threads < 1:
+                raise ValueError(f"predict_batch: num_threads must be at least 1, got {num_threads}")
+            batches = self._prepared_in_threads(examples, batch_size, threads)
+        preds: list[Prediction] = []
+        with tqdm(total=len(examples), desc="predict", unit="input", disable=not progress) as bar:
+            for items in batches:
+                preds += self._predict_items(items)
+                bar.update(len(items))
+        failed = sum(p.error is not None for p in preds)
+        warned = sum(bool(p.warnings) for p in preds)
+        if failed or warned:
+            log.warning("predict_batch: %d of %d inputs had warnings, %d had no usable input (see Prediction.warnings "
+                        "and .error)", warned, len(preds), failed)
+        return preds
+
+    def _prepared_in_threads(self, examples: list[Example], batch_size: int, threads: int) -> Iterable[list[dict[str, Any]]]:
+        """Batches of prepared inputs in input order; while the caller runs one, the next two decode."""
+        if threads == 1:
+            for start in range(0, len(examples), batch_size):
+                yield [self.preparer(i, examples[i]) for i in range(start, min(start + batch_size, len(examples)))]
+            return
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mmemo-batch") as pool:
+            pending: deque = deque()
+            submitted = 0
+
+            def submit_ahead() -> None:
+                nonlocal submitted
+                while len(pending) < 2 * batch_size and submitted < len(examples):
+                    pending.append(pool.submit(self.preparer, submitted, examples[submitted], parallel_media=False))
+                    submitted += 1
+
+            submit_ahead()
+            while pending:
+                batch = [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+                submit_ahead()
+                yield batch
+
+    def _examples(self, inputs: Iterable[Mapping[str, Any]] | str | os.PathLike, columns: dict[str, str] | None) -> list[Example]:
+        use_video_audio = "audio" in self.modalities
+        if is_path(inputs):
+            examples = examples_to_predict(inputs, self.config, columns)
+            return [with_video_audio(ex) for ex in examples] if use_video_audio else examples
+        examples = []
+        for i, row in enumerate(inputs):
+            if not isinstance(row, Mapping):
+                raise TypeError(f"predict_batch: input {i}: expected a dict of predict() keywords, got {describe(row)}")
+            unknown = set(row) - set(INPUT_FIELDS) - {"id"}
+            if unknown:
+                raise TypeError(f"predict_batch: input {i}: unknown key(s) {', '.join(sorted(unknown))}; "
+                                f"allowed: id, {', '.join(INPUT_FIELDS)}")
+            fields = {k: v for k, v in row.items() if k != "id"}
+            try:
+                examples.append(make_example(str(row.get("id", i)), use_video_audio=use_video_audio, **fields))
+            except TypeError as exc:
+                raise TypeError(f"predict_batch: input {i}: {exc}") from None
+        return examples
+
+    def _predict_items(self, items: list[dict[str, Any]]) -> list[Prediction]:
+        names = self.labels
+        preds: list[Prediction | None] = [None] * len(items)
+        usable = [i for i, it in enumerate(items) if any(v is not None for v in it["inputs"].values())]
+        if usable:
+            ((_, out),) = predict_batches(self.model, [self.collator([items[i] for i in usable])], self.device)
+            probs = out.probs.float()
+            best = probs.argmax(-1)
+            contributions = self._contributions(out, probs, best).cpu()
+            probs, best = probs.cpu(), best.cpu()
+            for row, i in enumerate(usable):
+                item = items[i]
+                preds[i] = Prediction(
+                    label=names[int(best[row])],
+                    probs=dict(zip(names, probs[row].tolist())),
+                    modalities=[m for m in self.modalities if item["inputs"][m] is not None],
+                    contributions={m: float(contributions[row, j]) for j, m in enumerate(self.modalities)
+                                   if not torch.isnan(contributions[row, j])},
+                    warnings=[f"{m} dropped: {why}" for m, why in item["dropped"]] + item["notes"],
+                    id=item["id"],
+                )
+        for i, item in enumerate(items):
+            if preds[i] is None:
+                reasons = "; ".join(f"{m}: {why}" for m, why in item["dropped"])
+                reasons = reasons or f"nothing given; this model reads {', '.join(self.modalities)}"
+                preds[i] = Prediction(None, {}, [], warnings=list(item["notes"]), id=item["id"],
+                                      error=f"no usable input: {reasons}")
+        return preds
+
+    def _contributions(self, out, probs: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+        """``[B, M]``: p(label) minus p(label) with modality m marked absent, re-running only fusion and
+        head on the embeddings already computed; NaN where m is absent or the only modality present."""
+        present = out.present
+        result = torch.full(present.shape, float("nan"), device=present.device)
+        several = present.sum(1) > 1
+        p_label = probs.gather(1, best[:, None])[:, 0]
+        for j in range(present.shape[1]):
+            rows = present[:, j] & several
+            if not bool(rows.any()):
+                continue
+            without = present.clone()
+            without[rows, j] = False  # rows with m alone keep it: fusions need one modality per row
+            q = self.model.classify(out.embeddings, without).float().softmax(-1)
+            result[rows, j] = (p_label - q.gather(1, best[:, None])[:, 0])[rows]
+        return result
