@@ -1,7 +1,8 @@
 """EmotionModel: encoders -> fusion -> one shared softmax head, and its saved-model format.
 
-A saved model is a folder: ``config.yaml``, ``model.safetensors``, ``labels.json`` and
-``encoders/<modality>/`` (tokenizer, model configs). Loading never unpickles anything.
+A saved model is a folder: ``config.yaml``, ``model.safetensors``, ``labels.json``,
+``encoders/<modality>/`` (tokenizer, model configs) and, for processors that learn from inputs,
+``processors.safetensors`` (per-speaker statistics, ``mmemo.models.fitted``). Loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from torch import nn
 from mmemo.config import Config, ModelConfig, load_config
 from mmemo.errors import CheckpointError, LabelError
 from mmemo.labels import LabelSet, get_label_set
-from mmemo.models.encoders.base import Encoder, ModalityEmbedding
+from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor
+from mmemo.models.fitted import FITTED_NAME, fitted_states, write_fitted
 from mmemo.registry import ENCODERS, create_fusion
 
 CONFIG_NAME = "config.yaml"
@@ -158,8 +161,10 @@ class EmotionModel(nn.Module):
     # Saved-model format
     # ---------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path, config: Config, label_set: LabelSet) -> Path:
-        """Write a self-contained model folder atomically (a temporary folder renamed into place)."""
+    def save_pretrained(self, directory: str | Path, config: Config, label_set: LabelSet,
+                        processors: Mapping[str, Processor] | None = None) -> Path:
+        """Write a self-contained model folder atomically (a temporary folder renamed into place); with
+        ``processors``, what they learnt from inputs (per-speaker statistics) goes with it."""
         from safetensors.torch import save_model
 
         directory = Path(directory)
@@ -175,6 +180,9 @@ class EmotionModel(nn.Module):
             saved.save(tmp / CONFIG_NAME)
             (tmp / LABELS_NAME).write_text(json.dumps({"label_set": label_set.name, "labels": list(label_set.names)}, indent=2))
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "library": "mmemo"})
+            states = fitted_states(processors or {})
+            if states:
+                write_fitted(states, tmp / FITTED_NAME)
             replace_dir(tmp, directory)
         finally:
             if tmp.exists():
