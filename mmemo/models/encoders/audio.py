@@ -402,7 +402,7 @@ class SpeakerNorm:
         who = "no speaker given" if example.speaker is None else f"speaker {example.speaker!r} is not enrolled"
         if self.global_stats is None:
             return []  # the input is dropped with its own reason (__call__)
-        return [f"{who}: {self.encoder} features normalised with the global statistics of the training speakers "
+        return [f"{who}: {self.encoder} features normalised with the global statistics "
                 "(enrol the speaker for their own)"]
 
     def __call__(self, feats: np.ndarray, example: Example) -> np.ndarray:
