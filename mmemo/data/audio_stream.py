@@ -47,6 +47,7 @@ class AudioStream:
         self.path = _check_file(self.path)
         self.duration = media_duration(self.path)
         self.read_seconds = 0.0  # the end of the last samples read
+        self._unreadable: list[list] = []  # [start, stop, why] of regions that could not be decoded
 
     # -- decoding one range -------------------------------------------------------------------------
     def _open(self):
@@ -84,26 +85,31 @@ class AudioStream:
     def __iter__(self) -> Iterator[AudioBlock]:
         torchcodec = audio_backend() == "torchcodec"
         decoder = self._open() if torchcodec else None
-        start = 0.0
-        while True:
+        start, lost_blocks = 0.0, 0
+        while self.duration is None or start < self.duration - 1e-3:
             stop = start + self.block_seconds
             try:
                 got = self._range(decoder, start, stop)
             except MediaError as err:
-                decoder = self._open() if torchcodec else None  # a decoder that failed may be left mid-packet
+                read_before = self.read_seconds
                 yield from self._retry(start, stop, err)
-                decoder = self._open() if torchcodec else None
+                decoder = self._open() if torchcodec else None  # a decoder that failed may be left mid-packet
+                # with no duration to stop at, two blocks without a readable sample are taken as the end
+                lost_blocks = lost_blocks + 1 if self.read_seconds == read_before else 0
+                if self.duration is None and lost_blocks >= 2:
+                    break
                 start = stop
                 continue
             if got is None:
                 break
             block = AudioBlock(*got)
-            if len(block.samples):
-                self.read_seconds = block.end / self.sample_rate
-                yield block
+            lost_blocks = 0
+            self.read_seconds = block.end / self.sample_rate
+            yield block
             if len(block.samples) < round(self.block_seconds * self.sample_rate) - 1:
                 break
             start = stop
+        self._summarise()
         if self.duration is not None and self.read_seconds < self.duration - 0.5:
             self.problems.append(f"{self.path}: the audio ends at {self.read_seconds:.1f} s, before the "
                                  f"{self.duration:.1f} s its header gives")
@@ -114,6 +120,8 @@ class AudioStream:
         piece = start
         torchcodec = audio_backend() == "torchcodec"
         decoder = self._open() if torchcodec else None
+        if self.duration is not None:
+            stop = min(stop, self.duration)
         while piece < stop - 1e-9:
             end = min(stop, piece + self.retry_seconds)
             try:
@@ -136,8 +144,16 @@ class AudioStream:
             self._report(bad_from, min(piece, stop), err)
 
     def _report(self, start: float, stop: float, err: MediaError) -> None:
-        self.problems.append(f"{self.path}: {start:.1f}-{stop:.1f} s could not be decoded and is skipped "
-                             f"({err.detail or err.reason})")
+        """An unreadable region; one that continues the previous one extends it."""
+        if self._unreadable and abs(self._unreadable[-1][1] - start) < 1e-6:
+            self._unreadable[-1][1] = stop
+        else:
+            self._unreadable.append([start, stop, err.detail or err.reason])
+
+    def _summarise(self) -> None:
+        for start, stop, why in self._unreadable:
+            self.problems.append(f"{self.path}: {start:.1f}-{stop:.1f} s could not be decoded and is skipped ({why})")
+        self._unreadable = []
 
 
 class Windower:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from mmemo.data.audio_stream import AudioStream, Windower
 from mmemo.data.examples import Example
@@ -149,7 +150,9 @@ def predict_windows(recognizer: EmotionRecognizer, windows: Iterable[tuple[float
 
     def run() -> Iterator[TimelineRow]:
         items = [recognizer.preparer(i, ex, parallel_media=False) for i, (_, _, ex) in enumerate(batch)]
-        for (start, end, ex), pred in zip(batch, recognizer._predict_items(items)):
+        with torch.inference_mode():
+            preds = recognizer._predict_items(items)
+        for (start, end, ex), pred in zip(batch, preds):
             kept = {f.name: getattr(pred, f.name) for f in dataclasses.fields(pred)}
             yield TimelineRow(**{**kept, "id": None}, start=start, end=end, speaker=ex.speaker, text=ex.text)
         batch.clear()
