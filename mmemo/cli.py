@@ -183,8 +183,8 @@ def _cmd_timeline(args: argparse.Namespace) -> int:
     for w in timeline.warnings + row_notes:
         print(f"warning: {w}", file=sys.stderr)
     failed = sum(r.error is not None for r in timeline.rows)
-    where = " ".join(f"to {p}" for p in (args.out, args.plot) if p)
-    print(f"{len(timeline.rows)} rows over {timeline.seconds:.1f} s written {where}".rstrip()
+    where = " and ".join(str(p) for p in (args.out, args.plot) if p) or "stdout"
+    print(f"{len(timeline.rows)} rows over {timeline.seconds:.1f} s written to {where}"
           + (f"; {failed} without a usable input" if failed else ""), file=sys.stderr)
     return 0
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mmemo")
 SEGMENTS = ("fixed", "vad")
+BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]"
 
 
 @dataclass
@@ -190,8 +191,9 @@ class TimelineRun:
     def __iter__(self) -> Iterator[TimelineRow]:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=round(self.stream.duration, 1) if self.stream.duration else None, unit="s",
-                   desc="timeline", disable=not self.progress, leave=False)
+        total = round(self.stream.duration, 1) if self.stream.duration else None
+        bar = tqdm(total=total, unit="s", desc="timeline", disable=not self.progress, leave=False,
+                   bar_format=BAR if total else None)
         if self.segments == "vad":
             from mmemo.inference.vad import SegmentCutter, speech_segments
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mmemo.data.audio_stream import AudioStream
+from mmemo.inference.timeline import BAR
 
 VAD_RATE = 16000
 FRAME = 512  # samples per silero-vad frame at 16 kHz
@@ -53,8 +54,9 @@ def speech_probabilities(path: str | os.PathLike, progress: bool = False, proble
     carry = np.zeros(0, np.float32)
     position = 0  # sample index of carry's first sample
     model.reset_states()
-    bar = tqdm(total=round(stream.duration, 1) if stream.duration else None, unit="s", desc="voice activity",
-               disable=not progress, leave=False)
+    total = round(stream.duration, 1) if stream.duration else None
+    bar = tqdm(total=total, unit="s", desc="voice activity", disable=not progress, leave=False,
+               bar_format=BAR if total else None)
     with torch.inference_mode():
         for block in stream:
             bar.update(round(len(block.samples) / VAD_RATE, 3))
