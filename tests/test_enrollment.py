@@ -242,3 +242,22 @@ def test_unknown_speakers_in_training_data_fall_back_instead_of_failing(emodb):
     stray = Example(id="x", audio=_pick(emodb, "16", 1)[0].audio, speaker=None)
     assert torch.isfinite(processor(stray)["features"]).all()
     assert processor.notes(stray) and not processor.notes(_pick(emodb, "03", 1)[0])
+
+
+def test_a_few_clips_spread_is_shrunk_towards_that_of_the_training_speakers(emodb):
+    from mmemo.models.encoders.audio import AcousticConfig, AcousticProcessor
+
+    processor = AcousticProcessor(AcousticConfig(speaker_norm=True), None)
+    fit_processors({"audio": processor}, Splits({"train": _pick(emodb, "03", 8) + _pick(emodb, "16", 8)}))
+    norm = processor.speaker_norm
+    within = np.mean([(norm.stats[s][1] - norm.eps) ** 2 for s in ("03", "16")], axis=0)
+    clips = _pick(emodb, "12", 5)
+    processor.enroll("12", clips)
+    raw = np.stack([processor.raw_features(ex) for ex in clips])
+    mean, std = norm.stats["12"]
+    np.testing.assert_allclose(mean, raw.mean(0), rtol=1e-5, atol=1e-5)
+    expected = np.sqrt((5 * raw.var(0) + 10 * within) / 15) + norm.eps
+    np.testing.assert_allclose(std, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(std, raw.std(0) + norm.eps, rtol=1e-2)  # not the 5 clips' own spread
+    processor.enroll("12", _pick(emodb, "12", 30))  # re-enrolling replaces; the prior still comes from training speakers
+    assert norm.enrolled == {"12"} and len(norm.stats) == 3
