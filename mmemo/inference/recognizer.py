@@ -27,7 +27,7 @@ from mmemo.data.dataset import Collator
 from mmemo.data.examples import Example
 from mmemo.data.loading import examples_to_predict
 from mmemo.data.media import describe, is_path
-from mmemo.errors import InputError
+from mmemo.errors import ConfigError, InputError
 from mmemo.inference.inputs import INPUT_FIELDS, InputPreparer, PreparedInputs, make_example, with_video_audio
 from mmemo.inference.prediction import Prediction, ranked
 from mmemo.labels import LabelSet
@@ -43,25 +43,25 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def inference_autocast(device: torch.device, dtype: str | torch.dtype | None
                        ) -> tuple[str, Callable[[], AbstractContextManager]]:
-    """``dtype``'s name and its autocast context on ``device`` (float32 or None: none); ``ValueError`` naming
-    both where the device cannot run it."""
+    """``dtype``'s name and its autocast context on ``device`` (float32 or None: none); ``ConfigError`` (a
+    ``ValueError``) naming both where the device cannot run it."""
     names = {v: k for k, v in DTYPES.items()}
     name = names.get(dtype, str(dtype)) if isinstance(dtype, torch.dtype) else dtype
     if name is None or name == "float32":
         return "float32", nullcontext
     if name not in DTYPES:
-        raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise ConfigError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
     half = DTYPES[name]
     if device.type == "cuda":
         if half is torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"dtype: {device} does not support bfloat16; use float16")
+            raise ConfigError(f"dtype: {device} does not support bfloat16; use float16")
     elif device.type != "cpu" or not torch.amp.is_autocast_available("cpu"):
-        raise ValueError(f"dtype: half precision is not supported on {device}; use float32")
+        raise ConfigError(f"dtype: half precision is not supported on {device}; use float32")
     try:
         with torch.autocast(device.type, dtype=half), torch.inference_mode():
             torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
     except RuntimeError as exc:
-        raise ValueError(f"dtype: {device} cannot run {name} ({exc})") from None
+        raise ConfigError(f"dtype: {device} cannot run {name} ({exc})") from None
     return name, partial(torch.autocast, device.type, dtype=half)
 
 
