@@ -1,6 +1,6 @@
 """`mmemo serve`: every endpoint, batching, the token, the limits, every bad input (a 4xx naming the field and the
-reason, never a 5xx), uploads deleted, and the CLI as a subprocess on a free loopback port. The page in a real
-browser: tests/test_serve_page.py."""
+reason, never a 5xx), uploads deleted, the CLI as a subprocess on a free loopback port, and the page in a real
+headless Chromium (Debian's chromium and chromium-driver, through Selenium)."""
 
 from __future__ import annotations
 
@@ -406,3 +406,108 @@ def test_serve_refuses_what_the_device_cannot_run(run_dir, capsys):
 
     assert main(["serve", str(run_dir), "--device", "meta", "--dtype", "float16"]) == 2
     assert "dtype: half precision is not supported on meta" in capsys.readouterr().err
+
+
+# -- the page, in a real headless Chromium -------------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's chromium through its chromium-driver (``make setup`` installs both)."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip("Debian's chromium and chromium-driver are not installed and could not be (make setup installs "
+                    "them with apt-get)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in [*CHROMIUM_ARGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+        options.add_argument(arg)
+    chrome = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    yield chrome
+    chrome.quit()
+
+
+@pytest.fixture(scope="module")
+def page_url(run_dir):
+    proc, url = start_server(run_dir)
+    yield url
+    stop_server(proc)
+
+
+def _open_page(browser, url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{url}/")
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.ID, "model-summary").text.startswith("text + audio + vision"))
+    for field in ("text", "audio", "video", "image"):  # the model's inputs are offered
+        assert browser.find_element(By.ID, field).is_displayed()
+    browser.find_element(By.ID, "clear").click()
+
+
+def _submit_and_wait(browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.execute_script("document.body.dataset.state = ''")
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 90).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+
+
+def test_page_predicts_text_and_a_clip(browser, page_url, recognizer, media, run_dir):
+    from selenium.webdriver.common.by import By
+
+    _open_page(browser, page_url)
+    metrics = browser.find_element(By.ID, "metrics").text
+    assert f"weighted F1 {json.loads((run_dir / 'eval_dev.json').read_text())['weighted_f1']}" in metrics
+    browser.find_element(By.ID, "text").send_keys("how dare you")
+    browser.find_element(By.ID, "video").send_keys(str(media["clip.mp4"]))
+    _submit_and_wait(browser)
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    expected = recognizer.predict(text="how dare you", video=str(media["clip.mp4"]))
+    assert browser.find_element(By.ID, "label").text == expected.label
+    bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+    assert [b.get_attribute("data-label") for b in bars] == [t["label"] for t in expected.top_k]
+    shown = [float(b.find_element(By.CLASS_NAME, "value").text) for b in bars]
+    assert shown == pytest.approx([t["score"] for t in expected.top_k], abs=2e-3)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#contributions .bar")
+    assert [r.get_attribute("data-modality") for r in rows] == ["text", "audio", "vision"]
+
+
+def test_page_shows_the_field_and_reason_of_a_bad_upload(browser, page_url, media):
+    from selenium.webdriver.common.by import By
+
+    _open_page(browser, page_url)
+    browser.find_element(By.ID, "audio").send_keys(str(media["corrupt.wav"]))
+    _submit_and_wait(browser)
+    error = browser.find_element(By.ID, "error")
+    assert error.is_displayed() and error.text.startswith("audio: corrupt.wav: cannot decode audio"), error.text
+    assert not browser.find_element(By.ID, "prediction").is_displayed()
+
+
+def test_page_records_a_clip_with_the_browsers_media_recorder(browser, page_url, recognizer):
+    """Chromium's fake camera and microphone stand in for the user's; the recorded webm goes to the server."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open_page(browser, page_url)
+    browser.find_element(By.ID, "record").click()
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "record-status").text == "recording…")
+    time.sleep(2.0)
+    browser.find_element(By.ID, "record").click()
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "record-status").text.startswith("recorded"))
+    assert browser.find_element(By.ID, "record-status").text.endswith("as video")
+    _submit_and_wait(browser)
+    error = browser.find_element(By.ID, "error")
+    assert not error.is_displayed(), error.text
+    assert browser.find_element(By.ID, "label").text in recognizer.labels
+    assert "vision" in browser.find_element(By.ID, "used").text and "audio" in browser.find_element(By.ID, "used").text
