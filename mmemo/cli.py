@@ -140,7 +140,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
           token=args.token, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
           max_upload_mb=args.max_upload_mb, max_batch_inputs=args.max_batch_inputs, timeout_s=args.timeout,
-          tmp_dir=args.tmp_dir, log_level="debug" if args.verbose else "info")
+          tmp_dir=args.tmp_dir, threads=args.threads, log_level="debug" if args.verbose else "info")
     return 0
 
 
@@ -232,6 +232,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-inputs", type=int, default=64, help="inputs in one /predict/batch request")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take, upload included")
     p.add_argument("--tmp-dir", help="folder for the uploads' temporary folders (default: the system's)")
+    p.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's, one per core)")
     p.add_argument("--allow-pickle", action="store_true", help="allow a pickled .bin/.pt checkpoint (trusted sources only)")
 
 

@@ -44,11 +44,18 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, device: str | None = None, dtype: str | None = None,
-          allow_pickle: bool = False, log_level: str = "info", **settings: Any) -> None:
+          allow_pickle: bool = False, threads: int | None = None, log_level: str = "info", **settings: Any) -> None:
     """Load ``model`` (a run folder, a saved model folder or a Hub id) and serve it until interrupted. ``settings``:
-    the fields of ``ServeSettings``; ``token`` defaults to ``$MMEMO_SERVE_TOKEN``."""
+    the fields of ``ServeSettings``; ``token`` defaults to ``$MMEMO_SERVE_TOKEN``. ``threads``: torch's threads on
+    the CPU (on a CPU shared with other work, 1 avoids threads waiting for each other on every small operation)."""
     _require()
+    import torch
     import uvicorn
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads: expected at least 1, got {threads}")
+        torch.set_num_threads(threads)
 
     options = ServeSettings(**settings)
     if options.token is None:
@@ -57,6 +64,8 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, device: str | N
     if not is_loopback(host) and options.token is None:
         log.warning("serving on %s without a token: anyone who can reach this address can use the model "
                     "(--token or $%s)", host, TOKEN_ENV)
+    # each answer carries its warnings: predict_batch's summary of them, once per batch, would only fill the log
+    logging.getLogger("mmemo").addFilter(lambda record: not str(record.msg).startswith("predict_batch: "))
     app = create_app(recognizer, options)
     shown = f"[{host}]" if ":" in host else host
     print(f"mmemo: serving {model} ({', '.join(recognizer.modalities)}; {recognizer.dtype} on {recognizer.device}) "

@@ -157,23 +157,23 @@ def create_app(recognizer: EmotionRecognizer, settings: ServeSettings | None = N
         return info
 
     @app.post("/predict", dependencies=guarded, openapi_extra=_PREDICT_DOC)
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> JSONResponse:
         """One input: multipart (text, context, speaker, uploaded audio/video/image, top_k) or JSON (text only)."""
-        async with _Uploads(settings) as uploads:
+        async with _Uploads(settings, batcher) as uploads:
             form = await uploads.read(request)
             top_k = parse_top_k(form.pop("top_k", None))
             row = await uploads.row(form, "")
             (pred,) = await uploads.predict(batcher, [row])
         pred = judge(rename(pred, uploads.names), list(row), modalities)
         pred.id = None
-        return _answer(pred, top_k)
+        return JSONResponse(_answer(pred, top_k))
 
     @app.post("/predict/batch", dependencies=guarded, openapi_extra=_BATCH_DOC)
-    async def predict_batch(request: Request) -> dict[str, Any]:
+    async def predict_batch(request: Request) -> JSONResponse:
         """Several inputs: JSON ``{"inputs": [{text, context, speaker, id}, ...], "top_k"}``, or multipart with an
         ``inputs`` field holding that list and files named ``audio.<i>``, ``video.<i>``, ``image.<i>``. A malformed
         request is refused whole; an input the model cannot use gets ``error``, ``field`` and ``reason``."""
-        async with _Uploads(settings) as uploads:
+        async with _Uploads(settings, batcher) as uploads:
             form = await uploads.read(request, batch=True)
             top_k = parse_top_k(form.pop("top_k", None))
             inputs = form.pop("inputs", None)
@@ -213,7 +213,7 @@ def create_app(recognizer: EmotionRecognizer, settings: ServeSettings | None = N
             except RequestError as exc:
                 answers.append({"id": row["id"], "label": None, "error": str(exc), "field": exc.field,
                                 "reason": exc.reason, "status": exc.status})
-        return {"predictions": answers}
+        return JSONResponse({"predictions": answers})
 
     return app
 
@@ -222,8 +222,10 @@ class _Uploads:
     """One request's body and uploads: read within the time limit, files in a temporary folder that is deleted
     when the request ends and the model is done with them."""
 
-    def __init__(self, settings: ServeSettings):
+    def __init__(self, settings: ServeSettings, batcher: Batcher):
         self.settings = settings
+        self.batcher = batcher
+        self._arriving = False
         self.names: dict[str, str] = {}  # server path -> the client's name for the file
         self.jobs: list[Job] = []
         self._form: Any = None
@@ -232,9 +234,17 @@ class _Uploads:
 
     async def __aenter__(self) -> _Uploads:
         self._deadline = asyncio.get_running_loop().time() + self.settings.timeout_s
+        self._arriving = True  # the batcher may wait a little for this request's inputs
+        self.batcher.arriving += 1
         return self
 
+    def _arrived(self) -> None:
+        if self._arriving:
+            self._arriving = False
+            self.batcher.arriving -= 1
+
     async def __aexit__(self, *exc: Any) -> None:
+        self._arrived()
         if self._form is not None:
             await self._form.close()
         tmp = self._tmp
@@ -296,7 +306,10 @@ class _Uploads:
             if not isinstance(value, UploadFile):
                 raise RequestError(f"{prefix}{key}", "expected an uploaded file; a request cannot name a file on the "
                                                      "server", 400)
-            path, name = await run_in_threadpool(save_upload, value, self.folder, f"{key}{stem}")
+            if value.size is not None and value.size <= 1 << 20:  # still in memory: copying it takes microseconds
+                path, name = save_upload(value, self.folder, f"{key}{stem}")
+            else:
+                path, name = await run_in_threadpool(save_upload, value, self.folder, f"{key}{stem}")
             self.names[str(path)] = name
             row[key] = str(path)
         check_row(row, prefix)
@@ -307,6 +320,7 @@ class _Uploads:
 
     async def predict(self, batcher: Batcher, rows: list[dict[str, Any]]) -> list[Prediction]:
         """Queue the rows on the model and wait for them, within what is left of the time limit."""
+        self._arrived()
         self.jobs = batcher.submit(rows)
         futures = [job.future for job in self.jobs]
         try:

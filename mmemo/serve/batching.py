@@ -1,5 +1,6 @@
 """Concurrent requests batched on the model: an ``asyncio.Queue`` of inputs, and one task that takes up to
-``max_batch_size`` of them (waiting at most ``max_wait_ms`` after the first for more) and runs them through
+``max_batch_size`` of them (waiting at most ``max_wait_ms`` after the first for more, and only while other
+requests are on their way: a lone request does not wait) and runs them through
 ``EmotionRecognizer.predict_batch`` in a worker thread, so the event loop keeps taking requests meanwhile. While
 the model runs one batch, the next one gathers in the queue: under load batches fill without any wait.
 
@@ -59,6 +60,7 @@ class Batcher:
         self.max_queue = max_queue
         self.batches = 0  # counters for /health
         self.inputs = 0
+        self.arriving = 0  # requests being received, not queued yet: worth waiting for
         self._queue: asyncio.Queue[Job] | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -108,6 +110,8 @@ class Batcher:
                 if not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                     continue
+                if self.arriving <= 0:
+                    break
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
