@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn, python-multipart) is not installed")
@@ -202,6 +203,94 @@ def test_concurrent_requests_are_batched(recognizer):
     assert health["batches"] < len(texts), health  # several requests shared a forward pass
     for text in texts:  # each request got its own input's answer
         assert answers[text]["probs"] == pytest.approx(recognizer.predict(text=text).probs, abs=1e-4)
+
+
+# -- models that describe themselves: model cards, top_k, pipeline-shaped output, half precision ------------------
+
+def test_run_best_carries_a_model_card_with_dev_and_test_metrics(run_dir):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(run_dir / "best" / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "mmemo"
+    assert {"mmemo", "emotion-recognition", "multimodal", "text", "audio", "vision"} <= set(data["tags"])
+    assert data["labels"] == json.loads((run_dir / "best" / "labels.json").read_text())["labels"]
+    assert data["modalities"] == ["text", "audio", "vision"]
+    assert data["encoders"]["text"]["checkpoint"] == "sentence-transformers/all-MiniLM-L6-v2"  # not encoders/text
+    root = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["root"]
+    assert data["training_data"] == f"MELD ({Path(root).name})"
+    for split in ("dev", "test"):
+        expected = json.loads((run_dir / f"eval_{split}.json").read_text())
+        got = data["mmemo_metrics"][split]
+        assert {k: got[k] for k in ("accuracy", "weighted_f1", "macro_f1", "uar", "n")} == \
+               {k: expected[k] for k in ("accuracy", "weighted_f1", "macro_f1", "uar", "n")}
+    assert data["mmemo_metrics"]["dev"]["epoch"] == 1  # from the evaluation that selected it
+    results = {(r["dataset"]["split"], m["type"]): m["value"] for r in data["model-index"][0]["results"] for m in r["metrics"]}
+    assert results[("test", "weighted_f1")] == data["mmemo_metrics"]["test"]["weighted_f1"]
+    assert "| dev |" in card.text and "| test |" in card.text
+
+
+def test_card_survives_save_pretrained_and_goes_to_the_hub(recognizer, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    saved = recognizer.save_pretrained(tmp_path / "copy")
+    again = EmotionRecognizer.from_pretrained(saved)
+    assert again.card["metrics"] == recognizer.card["metrics"] and again.card["metrics"]["test"]
+    assert again.card["encoders"] == recognizer.card["encoders"]
+
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            uploaded["repo"] = repo_id
+
+        def upload_folder(self, folder_path, repo_id, **kwargs):
+            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            uploaded["card"] = (Path(folder_path) / "README.md").read_text()
+            return "https://huggingface.co/me/model/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    recognizer.push_to_hub("me/model")
+    assert "README.md" in uploaded["files"] and "library_name: mmemo" in uploaded["card"]
+    assert "mmemo_metrics:" in uploaded["card"]
+
+
+def test_a_model_without_card_or_with_a_broken_one_still_loads(recognizer, tmp_path):
+    folder = recognizer.save_pretrained(tmp_path / "m")
+    (folder / "README.md").write_text("---\n[not: yaml\n---\nhello")
+    assert EmotionRecognizer.from_pretrained(folder).card == {}
+    (folder / "README.md").unlink()
+    assert EmotionRecognizer.from_pretrained(folder).labels == recognizer.labels
+
+
+def test_top_k_and_pipeline_shaped_call(recognizer):
+    pred = recognizer.predict(text="I'm so happy for you", top_k=2)
+    assert len(pred.top_k) == 2 and pred.top_k[0] == {"label": pred.label, "score": pred.probs[pred.label]}
+    assert pred.top_k[0]["score"] >= pred.top_k[1]["score"] >= sorted(pred.probs.values())[-2]
+    assert len(recognizer.predict(text="hi").top_k) == len(recognizer.labels)
+    assert pred.to_dict()["top_k"][1]["label"] == pred.top_k[1]["label"]
+    assert recognizer("I'm so happy for you") == [pred.top_k[0]]
+    assert recognizer(text="I'm so happy for you", top_k=None) == recognizer.predict(text="I'm so happy for you").top_k
+    both = recognizer(["I'm so happy for you", {"text": "I miss her"}], top_k=3)
+    assert len(both) == 2 and [len(x) for x in both] == [3, 3] and both[0][0]["label"] == pred.label
+    with pytest.raises(ValueError, match="top_k"):
+        recognizer.predict(text="hi", top_k=0)
+
+
+def test_half_precision_at_inference(run_dir, recognizer, media):
+    from mmemo.errors import ConfigError
+
+    half = EmotionRecognizer.from_pretrained(run_dir, device="cpu", dtype="bfloat16")
+    assert half.dtype == "bfloat16" and next(half.model.parameters()).dtype.is_floating_point
+    inputs = dict(text="how dare you", video=str(media["clip.mp4"]))
+    full, low = recognizer.predict(**inputs), half.predict(**inputs)
+    assert low.probs == pytest.approx(full.probs, abs=0.05) and low.probs != full.probs  # it did run in bfloat16
+    assert set(low.contributions) == {"text", "audio", "vision"}
+    with pytest.raises(ConfigError, match="dtype: expected one of"):
+        EmotionRecognizer.from_pretrained(run_dir, dtype="int8")
 
 
 # -- safety --------------------------------------------------------------------------------------------------------
