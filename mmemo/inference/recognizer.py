@@ -2,9 +2,11 @@
 
 Input kinds and the rules for unusable or long inputs: ``mmemo.inference.inputs``.
 
-Half precision: ``dtype="bfloat16"`` or ``"float16"`` runs the model under ``torch.autocast`` (matrix products and
-convolutions in that type, the weights stay float32), where the device supports it: bfloat16 on CPUs and on GPUs
-that have it, float16 on GPUs and on CPUs whose PyTorch build autocasts to it.
+Half precision: ``dtype="bfloat16"`` or ``"float16"`` runs the encoders under ``torch.autocast`` (matrix products
+and convolutions in that type, the weights stay float32), where the device supports it: bfloat16 on CPUs and on
+GPUs that have it, float16 on GPUs and on CPUs whose PyTorch build autocasts to it. Fusion and head then run again
+in float32 on the encoders' embeddings: they cost little, and logits in bfloat16 keep about three significant
+digits, so two close classes would tie.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mmemo.inference.inputs import INPUT_FIELDS, InputPreparer, PreparedInputs, 
 from mmemo.inference.prediction import Prediction, ranked
 from mmemo.labels import LabelSet
 from mmemo.models.card import read_model_card
+from mmemo.models.encoders.base import ModalityEmbedding
 from mmemo.models.hub import push_folder, resolve_model_dir
 from mmemo.models.model import EmotionModel
 from mmemo.models.prediction import predict_batches
@@ -248,10 +251,13 @@ class EmotionRecognizer:
         if usable:
             ((_, out),) = predict_batches(self.model, [self.collator([items[i] for i in usable])], self.device,
                                           autocast=self.autocast)
+            if self.autocast is not nullcontext:  # half precision: fusion and head again, in float32
+                out.embeddings = {m: ModalityEmbedding(e.seq.float(), e.mask, e.pooled.float())
+                                  for m, e in out.embeddings.items()}
+                out.probs = self.model.classify(out.embeddings, out.present).float().softmax(-1)
             probs = out.probs.float()
             best = probs.argmax(-1)
-            with self.autocast():
-                contributions = self._contributions(out, probs, best).cpu()
+            contributions = self._contributions(out, probs, best).cpu()
             probs, best = probs.cpu(), best.cpu()
             for row, i in enumerate(usable):
                 item = items[i]

@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from mmemo.errors import RequestError
 from mmemo.inference import EmotionRecognizer, Prediction
@@ -273,6 +274,8 @@ class _Uploads:
                     return self._fields(self._form)
         except TimeoutError:
             raise RequestError("body", f"not received within {self.settings.timeout_s:g} s (--timeout)", 408) from None
+        except ClientDisconnect:  # nobody to answer; a 400 keeps it out of the error log
+            raise RequestError("body", "the client went away before sending all of it", 400) from None
         raise RequestError("body", "expected multipart/form-data, application/x-www-form-urlencoded or application/json, "
                                    f"got {kind or 'no content type'}", 415)
 

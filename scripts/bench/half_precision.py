@@ -25,11 +25,16 @@ def main() -> None:
     parser.add_argument("--split", default="dev")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     parser.add_argument("--out", type=Path, default=RESULTS / "half_precision.json")
     args = parser.parse_args()
 
+    import torch
+
     from mmemo import EmotionRecognizer, load_config
     from mmemo.data.loading import load_splits
+
+    torch.set_num_threads(args.threads)
 
     run = args.model or newest_demo_run()
     config = load_config(run / "config.yaml")
@@ -56,7 +61,7 @@ def main() -> None:
         table[dtype] = {"inputs": len(preds), "same_label": same, "agreement": round(same / len(preds), 4),
                         "max_prob_diff": round(diff, 4), "seconds": round(r["seconds"], 2),
                         "accuracy": round(100 * sum(p.label == t for p, t in zip(preds, truth)) / len(preds), 2)}
-    print(f"model {run}, {args.split} split, {len(rows)} inputs, device {args.device}\n")
+    print(f"model {run}, {args.split} split, {len(rows)} inputs, device {args.device}, {args.threads} torch thread(s)\n")
     print("| dtype | same label as float32 | largest probability difference | time | accuracy |")
     print("|---|---|---|---|---|")
     for dtype, t in table.items():
