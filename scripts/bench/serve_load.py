@@ -74,9 +74,10 @@ def start_server(model: Path, port: int, extra: list[str]) -> subprocess.Popen:
     import httpx
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    log = open(RESULTS / "serve_load_server.log", "w")
+    log = tempfile.NamedTemporaryFile("w", prefix="serve-load-server-", suffix=".log", delete=False)  # kept for a look
     proc = subprocess.Popen([sys.executable, "-m", "mmemo", "serve", str(model), "--port", str(port), *extra],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = log.name
     deadline = time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -237,7 +238,7 @@ def main() -> None:
             for clip in clips[:2]:
                 recognizer.predict(video=str(clip))
             recognizer.predict(text=texts[0])
-            for name in args.scenarios.split(","):
+            for name in [n for n in args.scenarios.split(",") if n]:
                 make = getattr(requests, name)
                 res = asyncio.run(load(url, make, args.clients, args.seconds))
                 results["scenarios"][name] = res
@@ -257,6 +258,7 @@ def main() -> None:
                 predict_clip.append(time.perf_counter() - t)
             served_text = sequential_latency(url, requests.text, args.repeats)
             results["server_peak_memory_mb"] = peak_memory_mb(server.pid)
+            results["server_log"] = server.log_path
         finally:
             server.terminate()
             try:
