@@ -568,6 +568,10 @@ def test_page_predicts_text_and_a_clip(browser, page_url, recognizer, media, run
     assert [b.get_attribute("data-label") for b in bars] == [t["label"] for t in expected.top_k]
     shown = [float(b.find_element(By.CLASS_NAME, "value").text) for b in bars]
     assert shown == pytest.approx([t["score"] for t in expected.top_k], abs=2e-3)
+    track = bars[0].find_element(By.CLASS_NAME, "track").size["width"]
+    drawn = [b.find_element(By.CLASS_NAME, "fill").size["width"] / track for b in bars]  # the bars as drawn
+    assert drawn == pytest.approx(shown, abs=0.02) and drawn[0] > 0
+    assert not browser.find_element(By.ID, "preview").is_displayed()  # no empty video box before a recording
     rows = browser.find_elements(By.CSS_SELECTOR, "#contributions .bar")
     assert [r.get_attribute("data-modality") for r in rows] == ["text", "audio", "vision"]
 
