@@ -403,8 +403,11 @@ def test_time_limit_answers_503_and_still_cleans_up(recognizer, media, tmp_path)
     batcher = app.state.batcher
     predict = batcher._predict
 
+    still_there = []
+
     def slow(rows):
-        time.sleep(1.5)
+        time.sleep(1.5)  # the request gives up meanwhile; the files the model took must stay until it is done
+        still_there.append(all(Path(row["audio"]).is_file() for row in rows))
         return predict(rows)
 
     batcher._predict = slow
@@ -413,6 +416,7 @@ def test_time_limit_answers_503_and_still_cleans_up(recognizer, media, tmp_path)
         assert_refused(resp, 503, None, "--timeout")
         assert resp.headers["retry-after"] == "1"
         time.sleep(1.5)  # the model finishes the input it took; its upload goes then
+        assert still_there == [True]
         assert list(tmp_path.iterdir()) == []
 
 
