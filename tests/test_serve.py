@@ -186,8 +186,15 @@ def test_page_and_its_files_are_served(client):
 def test_concurrent_requests_are_batched(recognizer):
     texts = ["I'm so happy for you", "get out of my apartment", "I miss her so much", "what if they find out",
              "ew, that's disgusting", "wait, what? really?", "the meeting is at three", "best day ever"]
-    settings = ServeSettings(max_batch_size=8, max_wait_ms=300)
-    with TestClient(create_app(recognizer, settings)) as c:
+    app = create_app(recognizer, ServeSettings(max_batch_size=8, max_wait_ms=300))
+    predict = app.state.batcher._predict
+
+    def slow(rows):  # a slow model: requests that come while it works wait in the queue
+        time.sleep(0.3)
+        return predict(rows)
+
+    app.state.batcher._predict = slow
+    with TestClient(app) as c:
         answers: dict[str, dict] = {}
 
         def ask(text: str) -> None:
@@ -487,7 +494,13 @@ def test_mmemo_serve_command(run_dir, media):
         with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as s:
             s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
                       b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"text\"")
-            answer = s.recv(4096).decode()
+            answer = b""
+            while b'"reason"' not in answer:  # headers and body may come in separate packets
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        answer = answer.decode()
         assert answer.startswith("HTTP/1.1 408") and '"field":"body"' in answer, answer
     finally:
         out = stop_server(proc)
