@@ -1,7 +1,8 @@
 """EmotionModel: encoders -> fusion -> one shared softmax head, and its saved-model format.
 
-A saved model is a folder: ``config.yaml``, ``model.safetensors``, ``labels.json`` and
-``encoders/<modality>/`` (tokenizer, model configs). Loading never unpickles anything.
+A saved model is a folder: ``config.yaml``, ``model.safetensors``, ``labels.json``,
+``encoders/<modality>/`` (tokenizer, model configs) and ``README.md``, its model card (``mmemo.models.card``).
+Loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from mmemo.config import Config, ModelConfig, load_config
 from mmemo.errors import CheckpointError, LabelError
 from mmemo.labels import LabelSet, get_label_set
+from mmemo.models.card import write_model_card
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding
 from mmemo.registry import ENCODERS, create_fusion
 
@@ -158,8 +160,10 @@ class EmotionModel(nn.Module):
     # Saved-model format
     # ---------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path, config: Config, label_set: LabelSet) -> Path:
-        """Write a self-contained model folder atomically (a temporary folder renamed into place)."""
+    def save_pretrained(self, directory: str | Path, config: Config, label_set: LabelSet,
+                        card: dict | None = None) -> Path:
+        """Write a self-contained model folder atomically (a temporary folder renamed into place), with its
+        model card; ``card`` adds to what the config says (``metrics``: split -> metrics; see ``mmemo.models.card``)."""
         from safetensors.torch import save_model
 
         directory = Path(directory)
@@ -175,6 +179,7 @@ class EmotionModel(nn.Module):
             saved.save(tmp / CONFIG_NAME)
             (tmp / LABELS_NAME).write_text(json.dumps({"label_set": label_set.name, "labels": list(label_set.names)}, indent=2))
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "library": "mmemo"})
+            write_model_card(tmp, config, label_set, card)
             replace_dir(tmp, directory)
         finally:
             if tmp.exists():
