@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint setup ffmpeg clean
+.PHONY: demo test lint setup ffmpeg chromium clean
 
-setup: $(STAMP) ffmpeg
+setup: $(STAMP) ffmpeg chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ ffmpeg:
 	@ldconfig -p | grep -q libavcodec || { \
 	  echo "Installing FFmpeg shared libraries (Debian package ffmpeg)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
+
+# The page of `mmemo serve` is tested in a real headless Chromium: install Debian's when it is missing. Where it
+# cannot be installed (no apt-get, no root), the browser tests skip and say so.
+chromium:
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+	  echo "Installing Chromium and its WebDriver (Debian packages chromium, chromium-driver) for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "Chromium could not be installed: the browser tests of tests/test_serve.py will be skipped"; }
 
 demo: setup
 	$(PY) scripts/demo.py

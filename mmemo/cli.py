@@ -1,4 +1,4 @@
-"""The ``mmemo`` command: train, adapt, evaluate, ablate, predict, enroll, timeline, demo-data, models."""
+"""The ``mmemo`` command: train, adapt, evaluate, ablate, predict, enroll, timeline, serve, demo-data, models."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from mmemo.data.demo import DemoSpec, generate_demo_data
 from mmemo.errors import ConfigError, MmemoError
 from mmemo.inference import EmotionRecognizer
 from mmemo.registry import ENCODERS, FUSIONS, LOSS_TERMS, READERS
+from mmemo.serve import TOKEN_ENV, serve
 from mmemo.training.adapt import adapt_text_encoder
 from mmemo.training.evaluate import evaluate
 from mmemo.training.metrics import format_table
@@ -189,6 +190,14 @@ def _cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
+          token=args.token, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+          max_upload_mb=args.max_upload_mb, max_batch_inputs=args.max_batch_inputs, timeout_s=args.timeout,
+          tmp_dir=args.tmp_dir, threads=args.threads, log_level="debug" if args.verbose else "info")
+    return 0
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     spec = DemoSpec(n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
     root = generate_demo_data(args.dir, spec)
@@ -289,6 +298,26 @@ def _timeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="allow a pickled .bin/.pt checkpoint (trusted sources only)")
 
 
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="run folder, saved model folder or Hugging Face Hub repo id")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only; 0.0.0.0 for "
+                                                        "every interface, with a --token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help=f"bearer token the model's endpoints require (default: ${TOKEN_ENV}; none: open)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="half precision at inference where the device supports it")
+    p.add_argument("--max-batch-size", type=int, default=16, help="inputs per forward pass")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch's first input waits for others")
+    p.add_argument("--max-queue", type=int, default=256, help="inputs waiting for the model; beyond, 503 (busy)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body, uploads included (413)")
+    p.add_argument("--max-batch-inputs", type=int, default=64, help="inputs in one /predict/batch request")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take, upload included")
+    p.add_argument("--tmp-dir", help="folder for the uploads' temporary folders (default: the system's)")
+    p.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's, one per core)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow a pickled .bin/.pt checkpoint (trusted sources only)")
+
+
 def _demo_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir")
     p.add_argument("--n-train", type=int, default=280)
@@ -307,6 +336,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
     "predict": ("predict the emotion of one input, or of every row of a manifest", _predict_args, _cmd_predict),
     "enroll": ("learn a speaker's statistics from a few of their unlabelled clips", _enroll_args, _cmd_enroll),
     "timeline": ("emotion over a whole recording, window by window", _timeline_args, _cmd_timeline),
+    "serve": ("serve a model over HTTP, with a page to try it", _serve_args, _cmd_serve),
     "demo-data": ("write the embedded MELD-shaped demo data", _demo_data_args, _cmd_demo_data),
     "models": ("list registered encoders, fusions, readers and loss terms", lambda p: None, _cmd_models),
 }

@@ -52,5 +52,20 @@ class MediaError(MmemoError, RuntimeError):
         return type(self), (self.path, self.reason, self.detail)
 
 
+class RequestError(MmemoError, ValueError):
+    """A bad request to ``mmemo serve``: ``field`` names the part of the request (``text``, ``audio``,
+    ``inputs[2].context``, ``body``...), ``reason`` says what is wrong, ``status`` is the HTTP status (4xx)
+    it is answered with."""
+
+    def __init__(self, field: str | None, reason: str, status: int = 422):
+        self.field = field
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+    def __reduce__(self):
+        return type(self), (self.field, self.reason, self.status)
+
+
 __all__ = ["MmemoError", "ConfigError", "DataError", "LabelError", "InputError", "CheckpointError",
-           "NonFiniteLossError", "MediaError"]
+           "NonFiniteLossError", "MediaError", "RequestError"]

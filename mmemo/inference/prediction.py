@@ -11,7 +11,10 @@ class Prediction:
     """One input's prediction. ``contributions[m]`` is p(label) with every input minus p(label) with
     modality ``m`` marked absent (positive: ``m`` pushed towards the label); it is given for each used
     modality when at least two were used. In ``predict_batch`` an input with no usable modality gets
-    ``label=None`` and ``error`` instead of stopping the batch."""
+    ``label=None`` and ``error`` instead of stopping the batch.
+
+    ``top_k``: the classes by probability, highest first, as ``{"label", "score"}`` dicts (the shape
+    transformers pipelines return); every class unless ``predict(..., top_k=k)`` asked for fewer."""
 
     label: str | None
     probs: dict[str, float]
@@ -20,14 +23,28 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     id: str | None = None
     error: str | None = None
+    top_k: list[dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k is None:
+            self.top_k = ranked(self.probs)
 
     def to_dict(self, digits: int = 6) -> dict[str, Any]:
         return {
             "id": self.id,
             "label": self.label,
             "probs": {k: round(v, digits) for k, v in self.probs.items()},
+            "top_k": [{"label": t["label"], "score": round(t["score"], digits)} for t in self.top_k],
             "modalities": self.modalities,
             "contributions": {k: round(v, digits) for k, v in self.contributions.items()},
             "warnings": self.warnings,
             "error": self.error,
         }
+
+
+def ranked(probs: dict[str, float], k: int | None = None) -> list[dict[str, Any]]:
+    """``[{"label", "score"}]`` by score, highest first (ties keep the label order); the first ``k`` only when given."""
+    if k is not None and k < 1:
+        raise ValueError(f"top_k: expected a positive number of classes, got {k}")
+    order = sorted(probs.items(), key=lambda kv: -kv[1])
+    return [{"label": name, "score": score} for name, score in order[:k]]

@@ -1,6 +1,12 @@
 """EmotionRecognizer: fused inference on new inputs, any subset of modalities, from a saved model.
 
 Input kinds and the rules for unusable or long inputs: ``mmemo.inference.inputs``.
+
+Half precision: ``dtype="bfloat16"`` or ``"float16"`` runs the encoders under ``torch.autocast`` (matrix products
+and convolutions in that type, the weights stay float32), where the device supports it: bfloat16 on CPUs and on
+GPUs that have it, float16 on GPUs and on CPUs whose PyTorch build autocasts to it. Fusion and head then run again
+in float32 on the encoders' embeddings: they cost little, and logits in bfloat16 keep about three significant
+digits, so two close classes would tie.
 """
 
 from __future__ import annotations
@@ -8,8 +14,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +39,12 @@ from mmemo.inference.enrollment import (
     save_enrollments,
 )
 from mmemo.inference.inputs import INPUT_FIELDS, InputPreparer, PreparedInputs, make_example, with_video_audio
-from mmemo.inference.prediction import Prediction
+from mmemo.inference.prediction import Prediction, ranked
 from mmemo.inference.streaming import EmotionStream
 from mmemo.inference.timeline import Timeline, TimelineRun
 from mmemo.labels import LabelSet
+from mmemo.models.card import read_model_card
+from mmemo.models.encoders.base import ModalityEmbedding
 from mmemo.models.fitted import FITTED_NAME, fitted_states, load_saved_fitted, write_fitted
 from mmemo.models.hub import push_folder, resolve_model_dir
 from mmemo.models.model import EmotionModel
@@ -42,14 +52,46 @@ from mmemo.models.prediction import predict_batches
 
 log = logging.getLogger("mmemo")
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def inference_autocast(device: torch.device, dtype: str | torch.dtype | None
+                       ) -> tuple[str, Callable[[], AbstractContextManager]]:
+    """``dtype``'s name and its autocast context on ``device`` (float32 or None: none); ``ConfigError`` (a
+    ``ValueError``) naming both where the device cannot run it."""
+    names = {v: k for k, v in DTYPES.items()}
+    name = names.get(dtype, str(dtype)) if isinstance(dtype, torch.dtype) else dtype
+    if name is None or name == "float32":
+        return "float32", nullcontext
+    if name not in DTYPES:
+        raise ConfigError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    half = DTYPES[name]
+    if device.type == "cuda":
+        if half is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"dtype: {device} does not support bfloat16; use float16")
+    elif device.type != "cpu" or not torch.amp.is_autocast_available("cpu"):
+        raise ConfigError(f"dtype: half precision is not supported on {device}; use float32")
+    try:
+        with torch.autocast(device.type, dtype=half), torch.inference_mode():
+            torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
+    except RuntimeError as exc:
+        raise ConfigError(f"dtype: {device} cannot run {name} ({exc})") from None
+    return name, partial(torch.autocast, device.type, dtype=half)
+
 
 class EmotionRecognizer:
-    """Processors + model, ready for ``predict``; load with ``from_pretrained(model_dir_or_hub_id)``."""
+    """Processors + model, ready for ``predict``; load with ``from_pretrained(model_dir_or_hub_id)``.
+
+    ``dtype``: ``"bfloat16"`` or ``"float16"`` for half precision at inference (see the module docstring).
+    ``card``: the model card's metadata (``mmemo.models.card.read_model_card``): labels, encoders, training
+    data, and the metrics of each evaluated split when the model has them."""
 
     def __init__(self, model: EmotionModel, config: Config, label_set: LabelSet, model_dir: Path | None = None,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype, self.autocast = inference_autocast(self.device, dtype)
         self.model = model.to(self.device).eval()
+        self.card = read_model_card(model_dir) if model_dir is not None else {}
         self.config = config
         self.label_set = label_set
         self.modalities = list(model.modalities)
@@ -65,19 +107,21 @@ class EmotionRecognizer:
     # -- the saved-model format -------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, device: str | torch.device | None = None,
-                        allow_pickle: bool = False, revision: str | None = None, token: str | None = None) -> EmotionRecognizer:
+                        allow_pickle: bool = False, revision: str | None = None, token: str | None = None,
+                        dtype: str | torch.dtype | None = None) -> EmotionRecognizer:
         """A saved model folder, a run folder (its dev-selected ``best/``), or a Hugging Face Hub repo id.
 
         Weights load from safetensors only; a pickled checkpoint is refused unless ``allow_pickle=True``.
         """
         path = resolve_model_dir(path_or_hub_id, revision=revision, allow_pickle=allow_pickle, token=token)
         model, config, label_set = EmotionModel.from_pretrained(path, allow_pickle=allow_pickle)
-        return cls(model, config, label_set, path, device)
+        return cls(model, config, label_set, path, device, dtype=dtype)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """A self-contained folder: config.yaml, model.safetensors, labels.json, encoders/ (tokenizer...), and
+        """A self-contained folder: config.yaml, model.safetensors, labels.json, encoders/ (tokenizer...), its
+        model card, README.md, which keeps the card this model was loaded with (its metrics among them), and
         processors.safetensors with the per-speaker statistics (enrolled speakers included)."""
-        return self.model.save_pretrained(directory, self.config, self.label_set, self.processors)
+        return self.model.save_pretrained(directory, self.config, self.label_set, self.processors, card=self.card)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     commit_message: str = "Upload mmemo model") -> str:
@@ -151,17 +195,39 @@ class EmotionRecognizer:
         return EmotionStream(self, sample_rate, window, hop, speaker)
 
     # -- prediction --------------------------------------------------------------------------------
+    def __call__(self, inputs: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None, *,
+                 top_k: int | None = 1, **keywords: Any) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Pipeline-shaped output, as transformers pipelines return it: ``[{"label", "score"}, ...]``, highest
+        score first, ``top_k`` classes (None: every class). ``inputs`` is a text, a dict of ``predict``
+        keywords, or a list of those (then one such list per input, through ``predict_batch``); or give the
+        ``predict`` keywords themselves: ``recognizer(video="clip.mp4", top_k=3)``."""
+        if inputs is None:
+            return self.predict(**keywords, top_k=top_k).top_k
+        if keywords:
+            raise TypeError("give either inputs or predict() keywords, not both")
+        if isinstance(inputs, str):
+            return self.predict(text=inputs, top_k=top_k).top_k
+        if isinstance(inputs, Mapping):
+            return self.predict(**inputs, top_k=top_k).top_k
+        rows = [{"text": x} if isinstance(x, str) else x for x in inputs]
+        preds = self.predict_batch(rows, batch_size=8, progress=False, top_k=top_k)
+        for i, pred in enumerate(preds):
+            if pred.error:
+                raise InputError(f"input {i}: {pred.error}")
+        return [pred.top_k for pred in preds]
+
     @torch.inference_mode()
     def predict(self, text: str | None = None, audio: Any = None, video: Any = None, image: Any = None,
-                context: Sequence | None = None, speaker: str | None = None) -> Prediction:
+                context: Sequence | None = None, speaker: str | None = None, top_k: int | None = None) -> Prediction:
         """Predict from any subset of the model's modalities (input kinds: see the module docstring).
 
         An unusable input is dropped with a warning (logged and in ``Prediction.warnings``); with no
-        usable input left, ``InputError`` names each input and the reason.
+        usable input left, ``InputError`` names each input and the reason. ``top_k``: how many classes
+        ``Prediction.top_k`` lists (default: all).
         """
         example = make_example("input", text, audio, video, image, context, speaker,
                                use_video_audio="audio" in self.modalities)
-        pred = self._predict_items([self.preparer(0, example)])[0]
+        pred = self._predict_items([self.preparer(0, example)], top_k)[0]
         if pred.error:
             raise InputError(pred.error)
         for w in pred.warnings:
@@ -172,7 +238,7 @@ class EmotionRecognizer:
     @torch.inference_mode()
     def predict_batch(self, inputs: Iterable[Mapping[str, Any]] | str | os.PathLike, batch_size: int = 8,
                       num_workers: int = 0, progress: bool = True, columns: dict[str, str] | None = None,
-                      num_threads: int | None = None) -> list[Prediction]:
+                      num_threads: int | None = None, top_k: int | None = None) -> list[Prediction]:
         """Predictions for a list of ``predict`` keyword dicts (an ``id`` key is kept), or for every row of
         a CSV/JSONL manifest (fields as in training manifests, renamed by ``columns``; media paths
         relative to the manifest's folder), in input order, ``batch_size`` inputs per forward pass.
@@ -182,6 +248,7 @@ class EmotionRecognizer:
         the model runs this one: decoders release the GIL, and threads start at once where worker
         processes take a second or more. With ``num_workers`` > 0, in that many DataLoader processes.
         An input with no usable modality gets a ``Prediction`` with ``error`` set; the others are unaffected.
+        ``top_k``: how many classes each ``Prediction.top_k`` lists (default: all).
         """
         from tqdm.auto import tqdm
 
@@ -197,7 +264,7 @@ class EmotionRecognizer:
         preds: list[Prediction] = []
         with tqdm(total=len(examples), desc="predict", unit="input", disable=not progress) as bar:
             for items in batches:
-                preds += self._predict_items(items)
+                preds += self._predict_items(items, top_k)
                 bar.update(len(items))
         failed = sum(p.error is not None for p in preds)
         warned = sum(bool(p.warnings) for p in preds)
@@ -248,21 +315,30 @@ class EmotionRecognizer:
                 raise TypeError(f"predict_batch: input {i}: {exc}") from None
         return examples
 
-    def _predict_items(self, items: list[dict[str, Any]]) -> list[Prediction]:
+    def _predict_items(self, items: list[dict[str, Any]], top_k: int | None = None) -> list[Prediction]:
         names = self.labels
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k: expected a positive number of classes, got {top_k}")
         preds: list[Prediction | None] = [None] * len(items)
         usable = [i for i, it in enumerate(items) if any(v is not None for v in it["inputs"].values())]
         if usable:
-            ((_, out),) = predict_batches(self.model, [self.collator([items[i] for i in usable])], self.device)
+            ((_, out),) = predict_batches(self.model, [self.collator([items[i] for i in usable])], self.device,
+                                          autocast=self.autocast)
+            if self.autocast is not nullcontext:  # half precision: fusion and head again, in float32
+                out.embeddings = {m: ModalityEmbedding(e.seq.float(), e.mask, e.pooled.float())
+                                  for m, e in out.embeddings.items()}
+                out.probs = self.model.classify(out.embeddings, out.present).float().softmax(-1)
             probs = out.probs.float()
             best = probs.argmax(-1)
             contributions = self._contributions(out, probs, best).cpu()
             probs, best = probs.cpu(), best.cpu()
             for row, i in enumerate(usable):
                 item = items[i]
+                row_probs = dict(zip(names, probs[row].tolist()))
                 preds[i] = Prediction(
                     label=names[int(best[row])],
-                    probs=dict(zip(names, probs[row].tolist())),
+                    probs=row_probs,
+                    top_k=ranked(row_probs, top_k),
                     modalities=[m for m in self.modalities if item["inputs"][m] is not None],
                     contributions={m: float(contributions[row, j]) for j, m in enumerate(self.modalities)
                                    if not torch.isnan(contributions[row, j])},

@@ -1,8 +1,9 @@
 """EmotionModel: encoders -> fusion -> one shared softmax head, and its saved-model format.
 
 A saved model is a folder: ``config.yaml``, ``model.safetensors``, ``labels.json``,
-``encoders/<modality>/`` (tokenizer, model configs) and, for processors that learn from inputs,
-``processors.safetensors`` (per-speaker statistics, ``mmemo.models.fitted``). Loading never unpickles anything.
+``encoders/<modality>/`` (tokenizer, model configs), ``README.md``, its model card (``mmemo.models.card``) and, for
+processors that learn from inputs, ``processors.safetensors`` (per-speaker statistics, ``mmemo.models.fitted``).
+Loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from mmemo.config import Config, ModelConfig, load_config
 from mmemo.errors import CheckpointError, LabelError
 from mmemo.labels import LabelSet, get_label_set
+from mmemo.models.card import write_model_card
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor
 from mmemo.models.fitted import FITTED_NAME, fitted_states, write_fitted
 from mmemo.registry import ENCODERS, create_fusion
@@ -162,9 +164,10 @@ class EmotionModel(nn.Module):
     # ---------------------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path, config: Config, label_set: LabelSet,
-                        processors: Mapping[str, Processor] | None = None) -> Path:
-        """Write a self-contained model folder atomically (a temporary folder renamed into place); with
-        ``processors``, what they learnt from inputs (per-speaker statistics) goes with it."""
+                        processors: Mapping[str, Processor] | None = None, card: dict | None = None) -> Path:
+        """Write a self-contained model folder atomically (a temporary folder renamed into place), with its
+        model card; ``card`` adds to what the config says (``metrics``: split -> metrics; see ``mmemo.models.card``).
+        With ``processors``, what they learnt from inputs (per-speaker statistics) goes with it."""
         from safetensors.torch import save_model
 
         directory = Path(directory)
@@ -183,6 +186,7 @@ class EmotionModel(nn.Module):
             states = fitted_states(processors or {})
             if states:
                 write_fitted(states, tmp / FITTED_NAME)
+            write_model_card(tmp, config, label_set, card)
             replace_dir(tmp, directory)
         finally:
             if tmp.exists():

@@ -28,7 +28,8 @@ def predict_batches(model: torch.nn.Module, batches: Iterable[dict[str, Any]], d
     """``(batch, outputs)`` for each collated batch (``Collator``); ``device`` None leaves the batches where they
     are (an Accelerate-prepared loader places them). The model's train/eval mode is restored afterwards."""
     was_training = model.training
-    model.eval()
+    if was_training:  # a recognizer's model is in eval mode already: walking its modules costs a few ms a call
+        model.eval()
     try:
         for batch in batches:
             if device is not None:
@@ -37,4 +38,5 @@ def predict_batches(model: torch.nn.Module, batches: Iterable[dict[str, Any]], d
                 outputs = model(batch["inputs"], batch["present"])
             yield batch, outputs
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()

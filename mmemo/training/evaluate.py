@@ -15,16 +15,21 @@ from mmemo.data.examples import Example
 from mmemo.data.loading import load_splits
 from mmemo.errors import DataError
 from mmemo.labels import LabelSet
+from mmemo.models.card import update_model_card_metrics
 from mmemo.models.encoders.base import fit_processors
-from mmemo.models.model import EmotionModel
+from mmemo.models.model import WEIGHTS_NAME, EmotionModel, load_saved_config
 from mmemo.models.prediction import predict_batches
 from mmemo.training.metrics import compute_metrics, format_table, plot_confusion
 
 
 def write_eval_files(run_dir: Path, split: str, metrics: dict, label_set: LabelSet, examples: list[Example],
                      y_pred: list[int], probs: list[list[float]], index: list[int]) -> None:
-    """``eval_<split>.json``, ``confusion_<split>.png`` and ``predictions_<split>.csv`` (one row per example)."""
+    """``eval_<split>.json``, ``confusion_<split>.png`` and ``predictions_<split>.csv`` (one row per example); the
+    metrics join the model card of the run's ``best/`` (or of ``run_dir`` itself when it is a saved model)."""
     (run_dir / f"eval_{split}.json").write_text(json.dumps({"split": split, "labels": list(label_set.names), **metrics}, indent=2))
+    model_dir = run_dir / "best" if (run_dir / "best" / WEIGHTS_NAME).exists() else run_dir
+    if (model_dir / WEIGHTS_NAME).exists():
+        update_model_card_metrics(model_dir, load_saved_config(model_dir), label_set, {split: metrics})
     plot_confusion(metrics["confusion"], label_set.names, run_dir / f"confusion_{split}.png", title=f"{split} (n={metrics['n']})")
     with open(run_dir / f"predictions_{split}.csv", "w", newline="") as f:
         w = csv.writer(f)

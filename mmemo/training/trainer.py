@@ -368,12 +368,13 @@ class Trainer:
         self.media.add([MediaIssue(**issue) for issue in self.state.pop("media_issues", [])])
         log.info("resumed %s at epoch %d, batch %d", self.run_dir, self.state["epoch"], self.state["batches_in_epoch"])
 
-    def save_model(self, directory: Path) -> None:
-        """The model as it is now, as a saved model (``save_pretrained``), by the main process."""
+    def save_model(self, directory: Path, card: dict | None = None) -> None:
+        """The model as it is now, as a saved model (``save_pretrained``, ``card`` for its model card), by the
+        main process."""
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self.unwrapped.save_pretrained(directory, self.config, self.label_set, self.fitted_processors)
+            self.unwrapped.save_pretrained(directory, self.config, self.label_set, self.fitted_processors, card=card)
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """When checkpoints are written: ``checkpoints/last`` after every epoch and every ``train.checkpoint_every_steps``
-optimiser steps (for resume), and ``best/`` whenever the selection metric improves (a saved model). How a
-checkpoint is written, atomically and without pickles, is the trainer's (``save_checkpoint``)."""
+optimiser steps (for resume), and ``best/`` whenever the selection metric improves (a saved model, whose model
+card gives the selection split's metrics). How a checkpoint is written, atomically and without pickles, is the
+trainer's (``save_checkpoint``)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ class Checkpointing(Callback):
             trainer.save_checkpoint()
 
     def on_evaluate(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if record["best"]:
-            trainer.save_model(trainer.run_dir / "best")
+        if record["best"]:  # the model card carries the dev metrics it was selected with
+            trainer.save_model(trainer.run_dir / "best", card={"metrics": {record["split"]: record}})
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         trainer.save_checkpoint()
