@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mmemo.ablation import ablate
 from mmemo.config import load_config
-from mmemo.data.demo import DemoSpec, generate_demo_data
+from mmemo.data.demo import DemoSpec, generate_demo_data, write_demo_recording
 from mmemo.errors import ConfigError, MmemoError
 from mmemo.inference import EmotionRecognizer
 from mmemo.registry import ENCODERS, FUSIONS, LOSS_TERMS, READERS
@@ -202,6 +202,9 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     spec = DemoSpec(n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
     root = generate_demo_data(args.dir, spec)
     print(f"demo data written to {root}")
+    if args.recording:
+        wav, csv = write_demo_recording(root, args.recording)
+        print(f"a {args.recording:g}-minute recording written to {wav}, its transcript to {csv}")
     return 0
 
 
@@ -288,7 +291,7 @@ def _timeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=float, default=3.0, help="seconds per window")
     p.add_argument("--hop", type=float, default=1.5, help="seconds between window starts")
     p.add_argument("--segments", choices=["fixed", "vad"], default="fixed",
-                   help="fixed windows, or speech segments found by silero-vad (pip install silero-vad), silence skipped")
+                   help="fixed windows, or speech segments found by silero-vad (pip install mmemo[vad]), silence skipped")
     p.add_argument("--transcript", help="CSV/JSON of start, end, speaker, text: each window gets its text and speaker")
     p.add_argument("--speaker", help="the speaker of the whole recording (a transcript's speakers take precedence)")
     p.add_argument("--enrollments", help="an enrolment file written by `mmemo enroll --out`")
@@ -324,6 +327,8 @@ def _demo_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-dev", type=int, default=70)
     p.add_argument("--n-test", type=int, default=70)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--recording", type=float, metavar="MINUTES",
+                   help="also recording.wav, this long, its emotion changing every 20 s, and recording.csv, its transcript")
 
 
 # verb -> (help, arguments, command)

@@ -224,6 +224,20 @@ def write_recording(path: str | Path, plan: list[tuple[str, float]], sample_rate
     return path
 
 
+def write_demo_recording(root: str | Path, minutes: float, segment: float = 20.0, seed: int = 0) -> tuple[Path, Path]:
+    """``root/recording.wav``, ``minutes`` long, its emotion changing every ``segment`` seconds (the demo's seven
+    emotions in turn), and ``root/recording.csv``, its transcript: something to run ``mmemo timeline`` on."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    total, plan, i = minutes * 60.0, [], 0
+    while sum(s for _, s in plan) < total - 1e-9:
+        plan.append((EMOTIONS[i % len(EMOTIONS)], min(segment, total - sum(s for _, s in plan))))
+        i += 1
+    wav, csv = root / "recording.wav", root / "recording.csv"
+    write_recording(wav, plan, seed=seed, transcript=csv)
+    return wav, csv
+
+
 def _timestamp(seconds: float, pad_hour: bool) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)

@@ -1,4 +1,4 @@
-"""Speech segments for timelines: silero-vad (``pip install silero-vad``, which ships its model in the package;
+"""Speech segments for timelines: silero-vad (``pip install mmemo[vad]``, which ships its model in the package;
 nothing is downloaded) over the recording, streamed at 16 kHz, so that a timeline scores what was said and
 skips silence.
 
@@ -22,7 +22,7 @@ from mmemo.inference.timeline import BAR
 
 VAD_RATE = 16000
 FRAME = 512  # samples per silero-vad frame at 16 kHz
-INSTALL_HINT = "pip install silero-vad"
+INSTALL_HINT = "pip install mmemo[vad]"
 
 
 @functools.cache

@@ -328,9 +328,11 @@ class SpeakerNorm:
     ``eps`` is added to every std; with ``eps=0`` a feature constant within a speaker is only centred
     (scikit-learn's ``StandardScaler`` rule), which suits feature sets whose scales span many decades.
 
-    Besides the speakers it was fitted on, it keeps global statistics over every fitted clip: a speaker it
-    has no statistics for (unknown, or not given) is standardised with those, and ``notes`` says so,
-    because inference must not fail for a new caller. ``enroll`` adds a speaker from their unlabelled clips.
+    Besides the speakers it was fitted on, it keeps global statistics: the mean over every fitted clip and
+    the average spread within a speaker (the scale the model was trained on; the spread over all clips, which
+    adds the differences between speakers, scored 1.5 points of UAR lower on EmoDB). A speaker it has no
+    statistics for (unknown, or not given) is standardised with those, and ``notes`` says so, because
+    inference must not fail for a new caller. ``enroll`` adds a speaker from their unlabelled clips.
 
     A few clips give a noisy spread: an enrolled speaker's variance is shrunk towards the average
     within-speaker variance of the speakers fitted in training, weighted as ``prior_clips`` clips (on EmoDB,
@@ -381,8 +383,15 @@ class SpeakerNorm:
             if ex.speaker is not None:
                 by_speaker.setdefault(ex.speaker, []).append(feats)
         self.stats = {speaker: self._statistics(arrays) for speaker, arrays in by_speaker.items()}
-        self.global_stats = self._statistics([f for _, f in usable]) if usable else None
         self.enrolled = set()
+        self.global_stats = None
+        if usable:
+            mean, std = self._statistics([f for _, f in usable])
+            within = self._within_variance()
+            if within is not None:  # the spread the model was trained on, not the one between speakers
+                std = (np.sqrt(within) + self.eps).astype(std.dtype)
+                std = np.where(std > 0, std, 1).astype(std.dtype)
+            self.global_stats = (mean, std)
 
     def enroll(self, speaker: str, examples: list[Example], features: Callable[[Example], np.ndarray | None]
                ) -> list[tuple[Example, str]]:
