@@ -237,3 +237,20 @@ def test_a_video_files_audio_track_gives_its_timeline(trained, tmp_path):
     assert sum(len(b.samples) for b in stream) == pytest.approx(8 * SR, abs=SR // 10)
     timeline = rec.predict_timeline(tmp_path / "v.mp4")
     assert 4 <= len(timeline) <= 6 and timeline.rows[0].label == "anger"
+
+
+def test_the_demo_recording_is_as_long_as_asked_and_its_transcript_follows_the_emotions(tmp_path):
+    """`mmemo demo-data DIR --recording MINUTES`: what the README's timeline example runs on."""
+    import csv
+
+    import soundfile as sf
+
+    from mmemo.data.demo import write_demo_recording
+
+    wav, transcript = write_demo_recording(tmp_path, 1.0, segment=20.0)
+    info = sf.info(str(wav))
+    assert abs(info.frames / info.samplerate - 60.0) < 0.01
+    rows = list(csv.DictReader(open(transcript, encoding="utf-8")))
+    assert rows and all(0 <= float(r["start"]) < float(r["end"]) <= 60.0 for r in rows)
+    assert {r["speaker"] for r in rows} == {"agent", "caller"}
+    assert any(float(r["start"]) >= 40.0 for r in rows)  # the third 20-second segment has speech too
