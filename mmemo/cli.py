@@ -1,4 +1,4 @@
-"""The ``mmemo`` command: train, adapt, evaluate, ablate, predict, serve, demo-data, models."""
+"""The ``mmemo`` command: train, adapt, evaluate, ablate, predict, enroll, timeline, serve, demo-data, models."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import logging
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 from mmemo.ablation import ablate
 from mmemo.config import load_config
-from mmemo.data.demo import DemoSpec, generate_demo_data
+from mmemo.data.demo import DemoSpec, generate_demo_data, write_demo_recording
 from mmemo.errors import ConfigError, MmemoError
 from mmemo.inference import EmotionRecognizer
 from mmemo.registry import ENCODERS, FUSIONS, LOSS_TERMS, READERS
@@ -78,6 +79,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     recognizer = EmotionRecognizer.from_pretrained(args.run, device=args.device, allow_pickle=args.allow_pickle)
+    if args.enrollments:
+        recognizer.load_enrollments(args.enrollments)
     if args.manifest:
         bad = [c for c in args.column if "=" not in c]
         if bad:
@@ -136,6 +139,57 @@ def write_predictions_csv(preds, out, labels: list[str], modalities: list[str]) 
                          " | ".join(p.warnings), p.error or ""])
 
 
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu")
+    if args.enrollments:
+        recognizer.load_enrollments(args.enrollments)
+    result = recognizer.enroll(args.speaker, args.clips)
+    if args.out:
+        where = recognizer.save_enrollments(args.out)
+    else:
+        if recognizer.model_dir is None or not Path(args.model).exists():
+            raise ConfigError(f"mmemo enroll: {args.model} is not a local model folder; write the enrolment to a file "
+                              "of its own with --out FILE")
+        where = recognizer.save_fitted()
+    skipped = f"; {len(result.skipped)} skipped: " + "; ".join(result.skipped) if result.skipped else ""
+    print(f"enrolled {result.speaker!r} from {result.used} clip(s){skipped}\nwritten to {where}")
+    return 0
+
+
+def _cmd_timeline(args: argparse.Namespace) -> int:
+    recognizer = EmotionRecognizer.from_pretrained(args.model, device=args.device, allow_pickle=args.allow_pickle)
+    if args.enrollments:
+        recognizer.load_enrollments(args.enrollments)
+    logger = logging.getLogger("mmemo")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the summary below carries the warnings
+    try:
+        timeline = recognizer.predict_timeline(args.recording, window=args.window, hop=args.hop, segments=args.segments,
+                                               transcript=args.transcript, speaker=args.speaker,
+                                               batch_size=args.batch_size, progress=not args.no_progress)
+    finally:
+        logger.setLevel(level)
+    if args.json:
+        if args.out:
+            timeline.write_json(args.out)
+        else:
+            sys.stdout.write(json.dumps(timeline.to_dict(), indent=1) + "\n")
+    elif args.out:
+        timeline.write_csv(args.out)
+    else:
+        timeline.write_csv(sys.stdout)
+    if args.plot:
+        timeline.plot(args.plot)
+    row_notes = sorted({w for r in timeline.rows for w in r.warnings})
+    for w in timeline.warnings + row_notes:
+        print(f"warning: {w}", file=sys.stderr)
+    failed = sum(r.error is not None for r in timeline.rows)
+    where = " and ".join(str(p) for p in (args.out, args.plot) if p) or "stdout"
+    print(f"{len(timeline.rows)} rows over {timeline.seconds:.1f} s written to {where}"
+          + (f"; {failed} without a usable input" if failed else ""), file=sys.stderr)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
           token=args.token, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
@@ -148,6 +202,9 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     spec = DemoSpec(n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
     root = generate_demo_data(args.dir, spec)
     print(f"demo data written to {root}")
+    if args.recording:
+        wav, csv = write_demo_recording(root, args.recording)
+        print(f"a {args.recording:g}-minute recording written to {wav}, its transcript to {csv}")
     return 0
 
 
@@ -202,8 +259,9 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", help="video file; its audio track is the audio input unless --audio is given")
     p.add_argument("--image")
     p.add_argument("--context", nargs="*", default=[], help="earlier turns of the dialogue, oldest first")
-    p.add_argument("--speaker")
-    p.add_argument("--manifest", help="CSV/JSONL with text/audio/video/image columns: predict every row")
+    p.add_argument("--speaker", help="the speaker, for per-speaker statistics (enrolled with `mmemo enroll`)")
+    p.add_argument("--enrollments", help="an enrolment file written by `mmemo enroll --out` (or a folder holding one)")
+    p.add_argument("--manifest", help="CSV/JSONL with text/audio/video/image (and speaker) columns: predict every row")
     p.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
                    help="manifest column for a field, e.g. audio=file (repeatable)")
     p.add_argument("--out", help="with --manifest: write the predictions here (default: stdout)")
@@ -214,6 +272,33 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--allow-pickle", action="store_true", help="allow a pickled .bin/.pt checkpoint (trusted sources only)")
     p.add_argument("--json", action="store_true", help="print JSON (with --manifest: JSON Lines)")
+
+
+def _enroll_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="saved model folder or run folder (its best/)")
+    p.add_argument("clips", nargs="+", help="the speaker's clips, unlabelled: audio files, or video files (their audio track)")
+    p.add_argument("--speaker", required=True, help="the name predictions give with --speaker")
+    p.add_argument("--out", help="write the enrolment to this file (.safetensors) instead of the model folder")
+    p.add_argument("--enrollments", help="an enrolment file to add to (with --out: its speakers are written too)")
+
+
+def _timeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="run folder, saved model folder or Hugging Face Hub repo id")
+    p.add_argument("recording", help="audio or video file of any length")
+    p.add_argument("--out", help="write the rows here (CSV: start, end, label, p_<class>...; JSON with --json)")
+    p.add_argument("--plot", help="PNG of each class's probability over time, with the predicted label")
+    p.add_argument("--json", action="store_true", help="JSON instead of CSV")
+    p.add_argument("--window", type=float, default=3.0, help="seconds per window")
+    p.add_argument("--hop", type=float, default=1.5, help="seconds between window starts")
+    p.add_argument("--segments", choices=["fixed", "vad"], default="fixed",
+                   help="fixed windows, or speech segments found by silero-vad (pip install mmemo[vad]), silence skipped")
+    p.add_argument("--transcript", help="CSV/JSON of start, end, speaker, text: each window gets its text and speaker")
+    p.add_argument("--speaker", help="the speaker of the whole recording (a transcript's speakers take precedence)")
+    p.add_argument("--enrollments", help="an enrolment file written by `mmemo enroll --out`")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow a pickled .bin/.pt checkpoint (trusted sources only)")
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -242,6 +327,8 @@ def _demo_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-dev", type=int, default=70)
     p.add_argument("--n-test", type=int, default=70)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--recording", type=float, metavar="MINUTES",
+                   help="also recording.wav, this long, its emotion changing every 20 s, and recording.csv, its transcript")
 
 
 # verb -> (help, arguments, command)
@@ -252,6 +339,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
               _cmd_adapt),
     "evaluate": ("evaluate a run's dev-selected model on a split", _evaluate_args, _cmd_evaluate),
     "predict": ("predict the emotion of one input, or of every row of a manifest", _predict_args, _cmd_predict),
+    "enroll": ("learn a speaker's statistics from a few of their unlabelled clips", _enroll_args, _cmd_enroll),
+    "timeline": ("emotion over a whole recording, window by window", _timeline_args, _cmd_timeline),
     "serve": ("serve a model over HTTP, with a page to try it", _serve_args, _cmd_serve),
     "demo-data": ("write the embedded MELD-shaped demo data", _demo_data_args, _cmd_demo_data),
     "models": ("list registered encoders, fusions, readers and loss terms", lambda p: None, _cmd_models),

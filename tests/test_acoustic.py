@@ -75,8 +75,11 @@ def test_speaker_norm_standardises_each_speaker_with_its_own_clips(emodb):
         assert informative.float().mean() > 0.9
     raw = AcousticProcessor(AcousticConfig(), None)
     assert not torch.allclose(raw(examples[0])["features"], processor(examples[0])["features"])
-    with pytest.raises(ValueError, match="speaker '11'"):
-        processor(_pick(emodb, "11", 1)[0])
+    stranger = _pick(emodb, "11", 1)[0]  # not fitted: the global statistics, and a note
+    mean, std = processor.speaker_norm.global_stats
+    torch.testing.assert_close(processor(stranger)["features"],
+                               torch.from_numpy(((raw.raw_features(stranger) - mean) / std).astype(np.float32)))
+    assert "speaker '11' is not enrolled" in processor.notes(stranger)[0]
 
 
 def test_statistics_fitted_on_other_clips_are_another_cache_entry(emodb):

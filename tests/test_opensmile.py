@@ -187,8 +187,12 @@ def test_speaker_norm_is_fitted_on_each_speakers_clips_and_applied(emodb):
     # the speakers' pitch (03 a man, 16 a woman) is gone after normalisation, not before
     f0 = raw.feature_names.index("F0semitoneFrom27.5Hz_sma3nz_amean")
     assert raw(examples[8])["features"][f0] - raw(examples[0])["features"][f0] > 4
-    with pytest.raises(ValueError, match="opensmile speaker_norm has no statistics for speaker '11'"):
-        processor(_pick(emodb, "11", 1)[0])
+    # a speaker it was not fitted on: the global statistics (over every fitted clip), with a note saying so
+    stranger = _pick(emodb, "11", 1)[0]
+    mean, std = processor.speaker_norm.global_stats
+    expected = (raw.raw_features(stranger) - mean) / std
+    torch.testing.assert_close(processor(stranger)["features"], torch.from_numpy(expected.astype(np.float32)))
+    assert "speaker '11' is not enrolled" in processor.notes(stranger)[0]
 
     lld = OpenSmileProcessor(OpenSmileConfig(feature_set="eGeMAPSv02", level="lld", speaker_norm=True), None)
     fit_processors({"audio": lld}, Splits({"train": examples}))

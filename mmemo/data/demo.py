@@ -185,6 +185,59 @@ def write_clip(path: Path, frames: np.ndarray | None, audio: np.ndarray | None, 
                 container.mux(packet)
 
 
+def write_recording(path: str | Path, plan: list[tuple[str, float]], sample_rate: int = 16000, seed: int = 0,
+                    utterance: tuple[float, float] = (1.6, 2.4), pause: tuple[float, float] = (0.1, 0.4),
+                    transcript: str | Path | None = None, speakers: tuple[str, ...] = ("agent", "caller")) -> Path:
+    """A long recording for timelines: for each ``(emotion, seconds)`` of ``plan``, utterances in that emotion's
+    voice separated by short pauses, written block by block (a WAV of any length in constant memory). With
+    ``transcript``, a CSV of ``start, end, speaker, text`` for every utterance (speakers alternate)."""
+    import csv
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    rows: list[tuple[float, float, str, str]] = []
+    with sf.SoundFile(str(path), "w", samplerate=sample_rate, channels=1, subtype="PCM_16") as out:
+        t = 0.0
+        turn = 0
+        for emotion, seconds in plan:
+            stop = t + seconds
+            while t < stop - 1e-9:
+                say = min(rng.uniform(*utterance), stop - t)
+                if say >= 0.3:
+                    out.write(make_voice(rng, emotion, say, sample_rate))
+                    rows.append((t, t + say, speakers[turn % len(speakers)], make_text(rng, emotion)))
+                    turn += 1
+                else:
+                    out.write(np.zeros(int(say * sample_rate), np.float32))
+                t += say
+                gap = min(rng.uniform(*pause), stop - t)
+                if gap > 0:
+                    out.write((rng.normal(0, 0.004, int(gap * sample_rate))).astype(np.float32))
+                    t += gap
+    if transcript is not None:
+        with open(transcript, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["start", "end", "speaker", "text"])
+            writer.writerows([(f"{a:.3f}", f"{b:.3f}", who, text) for a, b, who, text in rows])
+    return path
+
+
+def write_demo_recording(root: str | Path, minutes: float, segment: float = 20.0, seed: int = 0) -> tuple[Path, Path]:
+    """``root/recording.wav``, ``minutes`` long, its emotion changing every ``segment`` seconds (the demo's seven
+    emotions in turn), and ``root/recording.csv``, its transcript: something to run ``mmemo timeline`` on."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    total, plan, i = minutes * 60.0, [], 0
+    while sum(s for _, s in plan) < total - 1e-9:
+        plan.append((EMOTIONS[i % len(EMOTIONS)], min(segment, total - sum(s for _, s in plan))))
+        i += 1
+    wav, csv = root / "recording.wav", root / "recording.csv"
+    write_recording(wav, plan, seed=seed, transcript=csv)
+    return wav, csv
+
+
 def _timestamp(seconds: float, pad_hour: bool) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)

@@ -138,6 +138,8 @@ class InputPreparer:
             inputs[m] = tensors
             if why is not None:
                 dropped.append((m, why))
+            else:
+                notes += self._notes(m, example)
             notes += cut
         return {"index": index, "id": example.id, "label": -1, "inputs": inputs, "issues": [],
                 "dropped": dropped, "notes": notes}
@@ -168,6 +170,11 @@ class InputPreparer:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             return None, f"{describe(source)}: cannot read ({type(exc).__name__}{': ' + first if first else ''})", []
         return tensors, None, self._cut(m, example, processor, tensors)
+
+    def _notes(self, m: str, example: Example) -> list[str]:
+        """The processor's own notes on this input (an unknown speaker normalised with global statistics)."""
+        notes = getattr(self.processors[m], "notes", None)
+        return [f"{m}: {n}" for n in notes(example)] if notes is not None else []
 
     def _ignored(self, example: Example) -> list[str]:
         notes = []

@@ -30,11 +30,22 @@ from mmemo.data.examples import Example
 from mmemo.data.loading import examples_to_predict
 from mmemo.data.media import describe, is_path
 from mmemo.errors import ConfigError, InputError
+from mmemo.inference.enrollment import (
+    Enrollment,
+    enroll,
+    enrolled_speakers,
+    learners,
+    load_enrollments,
+    save_enrollments,
+)
 from mmemo.inference.inputs import INPUT_FIELDS, InputPreparer, PreparedInputs, make_example, with_video_audio
 from mmemo.inference.prediction import Prediction, ranked
+from mmemo.inference.streaming import EmotionStream
+from mmemo.inference.timeline import Timeline, TimelineRun
 from mmemo.labels import LabelSet
 from mmemo.models.card import read_model_card
 from mmemo.models.encoders.base import ModalityEmbedding
+from mmemo.models.fitted import FITTED_NAME, fitted_states, load_saved_fitted, write_fitted
 from mmemo.models.hub import push_folder, resolve_model_dir
 from mmemo.models.model import EmotionModel
 from mmemo.models.prediction import predict_batches
@@ -87,6 +98,9 @@ class EmotionRecognizer:
         self.processors = {
             m: type(enc).build_processor(config.model.encoders[m], config.data, model_dir) for m, enc in model.encoders.items()
         }
+        self.model_dir = model_dir
+        if model_dir is not None:
+            load_saved_fitted(model_dir, self.processors)  # per-speaker statistics; none in older folders
         self.collator = Collator(self.processors)
         self.preparer = InputPreparer(self.processors, config.data.max_audio_seconds if "audio" in self.processors else None)
 
@@ -104,9 +118,10 @@ class EmotionRecognizer:
         return cls(model, config, label_set, path, device, dtype=dtype)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """A self-contained folder: config.yaml, model.safetensors, labels.json, encoders/ (tokenizer...) and its
-        model card, README.md, which keeps the card this model was loaded with (its metrics among them)."""
-        return self.model.save_pretrained(directory, self.config, self.label_set, card=self.card)
+        """A self-contained folder: config.yaml, model.safetensors, labels.json, encoders/ (tokenizer...), its
+        model card, README.md, which keeps the card this model was loaded with (its metrics among them), and
+        processors.safetensors with the per-speaker statistics (enrolled speakers included)."""
+        return self.model.save_pretrained(directory, self.config, self.label_set, self.processors, card=self.card)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     commit_message: str = "Upload mmemo model") -> str:
@@ -120,6 +135,64 @@ class EmotionRecognizer:
     @property
     def labels(self) -> list[str]:
         return list(self.label_set.names)
+
+    # -- enrolment (mmemo.inference.enrollment) ------------------------------------------------------
+    def enroll(self, speaker: str, clips: Iterable[Any]) -> Enrollment:
+        """Learn ``speaker``'s statistics from a few of their unlabelled clips (audio paths, video paths whose
+        audio track is used, ``(array, sample_rate)`` pairs, or dicts of ``predict`` keywords), for every
+        processor with a fit step; ``predict(..., speaker=speaker)`` then uses them."""
+        return enroll(self.processors, speaker, clips)
+
+    @property
+    def speakers(self) -> list[str]:
+        """Speakers with statistics of their own (training speakers and enrolled ones)."""
+        return sorted({s for p in learners(self.processors).values() for s in p.speakers()})
+
+    @property
+    def enrolled_speakers(self) -> list[str]:
+        return enrolled_speakers(self.processors)
+
+    def save_enrollments(self, path: str | Path, speakers: Iterable[str] | None = None) -> Path:
+        """The enrolled speakers (all, or ``speakers``) in their own file: a folder (``enrollments.safetensors``
+        in it) or a ``.safetensors`` path; ``load_enrollments`` on any recognizer of this model reads it."""
+        return save_enrollments(self.processors, path, speakers)
+
+    def load_enrollments(self, path: str | Path) -> list[str]:
+        """Add the speakers of an enrolment file (or of a folder holding one); returns their names."""
+        return load_enrollments(self.processors, path)
+
+    def save_fitted(self, directory: str | Path | None = None) -> Path:
+        """Write the processors' state (enrolled speakers included) into a model folder, by default the one
+        this recognizer was loaded from, replacing its ``processors.safetensors`` atomically."""
+        directory = Path(directory or self.model_dir or "")
+        if not (directory / "config.yaml").is_file():
+            raise FileNotFoundError(f"{directory}: not a saved model folder")
+        states = fitted_states(self.processors)
+        if not states:
+            raise ConfigError("this model keeps no per-speaker statistics: nothing to save")
+        return write_fitted(states, directory / FITTED_NAME)
+
+    # -- timelines and streaming (mmemo.inference.timeline, .streaming) -------------------------------
+    def predict_timeline(self, path: str | os.PathLike, window: float = 3.0, hop: float = 1.5, segments: str = "fixed",
+                         transcript: str | os.PathLike | None = None, speaker: str | None = None, batch_size: int = 16,
+                         progress: bool = False) -> Timeline:
+        """Emotion over a whole recording (audio or video file, any length): a row (``start, end, label,
+        probs``...) per window of ``window`` seconds every ``hop``, or per speech segment with
+        ``segments="vad"``. The file is decoded as it is read; ``transcript`` (CSV/JSON of ``start, end,
+        speaker, text``) gives each window its text and speaker. Unreadable regions give no rows and a
+        warning (``Timeline.warnings``)."""
+        return self.timeline_run(path, window, hop, segments, transcript, speaker, batch_size, progress).timeline()
+
+    def timeline_run(self, path: str | os.PathLike, window: float = 3.0, hop: float = 1.5, segments: str = "fixed",
+                     transcript: str | os.PathLike | None = None, speaker: str | None = None, batch_size: int = 16,
+                     progress: bool = False) -> TimelineRun:
+        """``predict_timeline``'s rows one by one as they are predicted (iterate over the result)."""
+        return TimelineRun(self, path, window, hop, segments, transcript, speaker, batch_size, progress)
+
+    def stream(self, sample_rate: int = 16000, window: float = 3.0, hop: float = 1.5,
+               speaker: str | None = None) -> EmotionStream:
+        """Live audio: ``feed(chunk)`` returns a row for each window the chunk completes."""
+        return EmotionStream(self, sample_rate, window, hop, speaker)
 
     # -- prediction --------------------------------------------------------------------------------
     def __call__(self, inputs: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None, *,

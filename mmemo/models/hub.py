@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mmemo.models.model import PICKLED_NAMES
 
-SAVED_MODEL_FILES = ["config.yaml", "labels.json", "model.safetensors", "encoders/**", "README.md"]
+SAVED_MODEL_FILES = ["config.yaml", "labels.json", "model.safetensors", "processors.safetensors", "encoders/**", "README.md"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 

@@ -1,7 +1,8 @@
 """EmotionModel: encoders -> fusion -> one shared softmax head, and its saved-model format.
 
 A saved model is a folder: ``config.yaml``, ``model.safetensors``, ``labels.json``,
-``encoders/<modality>/`` (tokenizer, model configs) and ``README.md``, its model card (``mmemo.models.card``).
+``encoders/<modality>/`` (tokenizer, model configs), ``README.md``, its model card (``mmemo.models.card``) and, for
+processors that learn from inputs, ``processors.safetensors`` (per-speaker statistics, ``mmemo.models.fitted``).
 Loading never unpickles anything.
 """
 
@@ -13,6 +14,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from mmemo.config import Config, ModelConfig, load_config
 from mmemo.errors import CheckpointError, LabelError
 from mmemo.labels import LabelSet, get_label_set
 from mmemo.models.card import write_model_card
-from mmemo.models.encoders.base import Encoder, ModalityEmbedding
+from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor
+from mmemo.models.fitted import FITTED_NAME, fitted_states, write_fitted
 from mmemo.registry import ENCODERS, create_fusion
 
 CONFIG_NAME = "config.yaml"
@@ -161,9 +164,10 @@ class EmotionModel(nn.Module):
     # ---------------------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path, config: Config, label_set: LabelSet,
-                        card: dict | None = None) -> Path:
+                        processors: Mapping[str, Processor] | None = None, card: dict | None = None) -> Path:
         """Write a self-contained model folder atomically (a temporary folder renamed into place), with its
-        model card; ``card`` adds to what the config says (``metrics``: split -> metrics; see ``mmemo.models.card``)."""
+        model card; ``card`` adds to what the config says (``metrics``: split -> metrics; see ``mmemo.models.card``).
+        With ``processors``, what they learnt from inputs (per-speaker statistics) goes with it."""
         from safetensors.torch import save_model
 
         directory = Path(directory)
@@ -179,6 +183,9 @@ class EmotionModel(nn.Module):
             saved.save(tmp / CONFIG_NAME)
             (tmp / LABELS_NAME).write_text(json.dumps({"label_set": label_set.name, "labels": list(label_set.names)}, indent=2))
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "library": "mmemo"})
+            states = fitted_states(processors or {})
+            if states:
+                write_fitted(states, tmp / FITTED_NAME)
             write_model_card(tmp, config, label_set, card)
             replace_dir(tmp, directory)
         finally:

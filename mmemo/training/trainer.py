@@ -173,6 +173,7 @@ class Trainer:
         }
         # Statistics learnt from inputs come first: they are part of a cached embedding's fingerprint.
         fit_processors(processors, splits)
+        self.fitted_processors = processors  # saved with the model (per-speaker statistics), before any cache wraps them
         # Frozen encoders read their embeddings from the cache; the main process computes what is missing.
         with acc.main_process_first():
             every_example = [ex for name in splits.names() for ex in splits[name]]
@@ -373,7 +374,7 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self.unwrapped.save_pretrained(directory, self.config, self.label_set, card=card)
+            self.unwrapped.save_pretrained(directory, self.config, self.label_set, self.fitted_processors, card=card)
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------

@@ -23,9 +23,20 @@ once, with the selected model):
 Figures: accuracy and UAR per fold, and overall from the confusion matrices summed over folds,
 as mean ± std over seeds.
 
+Enrolment protocol (``--enrolment``, EmoDB, issue 44): leave one speaker out, but the held-out speaker is
+not normalised with all of their clips. The model is trained with per-speaker statistics of the training
+speakers only and saved (its statistics go with it, ``processors.safetensors``); the held-out speaker's
+clips are shuffled (by the seed) and the first k are enrolled, unlabelled, through
+``EmotionRecognizer.enroll``: k = 0 (no enrolment: the global statistics), 5, 10, and all of their clips.
+Every k is scored on the same clips, those after the first 10 of the shuffle, so the figures differ by
+the enrolment alone. Beside it, the baseline: the same linear model trained without speaker normalisation
+(a BatchNorm's global z-score instead), scored on the same clips.
+
     python scripts/bench/speech.py                                  # everything, seeds 0 1 2
     python scripts/bench/speech.py --datasets emodb --variants acoustic --seeds 0
     python scripts/bench/speech.py --variants opensmile_compare opensmile_egemaps
+    python scripts/bench/speech.py --enrolment --datasets emodb --variants "acoustic+spk linear" \
+        --out scripts/bench/results/speech_enrolment.json
 """
 
 from __future__ import annotations
@@ -146,6 +157,93 @@ def run_fold(config, examples, label_set, test, train_speakers, val, run_dir: Pa
             "confusion": result.test["confusion"]}
 
 
+ENROL_KS = ("0", "5", "10", "all")
+ENROL_SCORED_FROM = 10  # every k is scored on the held-out speaker's clips after the first 10 of the shuffle
+NO_SPEAKER_NORM = ["model.encoders.audio.speaker_norm=false", "model.encoders.audio.batch_norm=true"]
+
+
+def confusion_of(recognizer, examples, label_set, speaker: str | None) -> np.ndarray:
+    """Confusion matrix of ``recognizer`` on ``examples``, each predicted as ``speaker``'s."""
+    rows = [{"id": e.id, "audio": e.audio, "speaker": speaker} for e in examples]
+    preds = recognizer.predict_batch(rows, batch_size=32, progress=False, num_threads=1)
+    confusion = np.zeros((len(label_set), len(label_set)), dtype=int)
+    for e, p in zip(examples, preds):
+        confusion[label_set.index(e.label), label_set.index(p.label)] += 1
+    return confusion
+
+
+def enrolment_fold(make_config, examples, label_set, test: str, train_speakers: list[str], seed: int,
+                   run_dir: Path) -> dict:
+    """One held-out speaker: a model trained on ``train_speakers`` alone (their statistics only), then the
+    confusion on the scored clips for each k, and for the model trained without speaker normalisation."""
+    from mmemo.inference import EmotionRecognizer
+
+    held = [e for e in examples if e.speaker == test]
+    order = np.random.default_rng(seed).permutation(len(held))
+    shuffled = [held[i] for i in order]
+    scored = shuffled[ENROL_SCORED_FROM:]
+    out: dict = {"test_speaker": test, "train_speakers": train_speakers, "n_scored": len(scored), "confusion": {}}
+    for name, extra in (("spk", []), ("baseline", NO_SPEAKER_NORM)):
+        config = make_config(seed, *extra)
+        config.train.select_on = "train"
+        folder = run_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            Trainer(config, run_dir=folder, splits=Splits({"train": [e for e in examples if e.speaker in train_speakers]}),
+                    label_set=label_set).fit()
+        recognizer = EmotionRecognizer.from_pretrained(folder, device="cpu")
+        with contextlib.redirect_stderr(open(folder / "predict.log", "w")):
+            if name == "baseline":
+                out["confusion"]["baseline"] = confusion_of(recognizer, scored, label_set, None).tolist()
+                continue
+            assert test not in recognizer.speakers  # the held-out speaker was never fitted
+            for k in ENROL_KS:
+                if k != "0":
+                    recognizer.enroll(test, [e.audio for e in (shuffled if k == "all" else shuffled[:int(k)])])
+                out["confusion"][k] = confusion_of(recognizer, scored, label_set, test).tolist()
+    return out
+
+
+def run_enrolment(args, make_config_for, examples, label_set, speakers: list[str], dataset: str, variant: str) -> dict:
+    """The enrolment protocol for one dataset and variant: UAR per k (and the baseline) over seeds."""
+    per_seed = []
+    start = time.time()
+    for seed in args.seeds:
+        folds_out = [enrolment_fold(make_config_for, examples, label_set, test, train_speakers, seed,
+                                    Path(args.runs) / dataset / variant / "enrolment" / f"seed{seed}" / f"test_{test}")
+                     for test, train_speakers, _ in folds(speakers, False)]
+        overall = {k: pooled(np.sum([np.array(f["confusion"][k]) for f in folds_out], axis=0))
+                   for k in (*ENROL_KS, "baseline")}
+        per_seed.append({"seed": seed, "folds": folds_out, "overall": overall})
+        print(f"{dataset} {variant} enrolment seed {seed}: UAR " + "  ".join(
+            f"k={k} {overall[k]['uar']:.1f}" for k in ENROL_KS) + f"  no speaker norm {overall['baseline']['uar']:.1f}",
+            flush=True)
+    summary = {k: {m: mean_std([s["overall"][k][m] for s in per_seed]) for m in ("uar", "accuracy")}
+               for k in (*ENROL_KS, "baseline")}
+    summary["per_fold_uar"] = {
+        f["test_speaker"]: {k: mean_std([uar_of(np.array(s["folds"][i]["confusion"][k])) for s in per_seed])
+                            for k in (*ENROL_KS, "baseline")}
+        for i, f in enumerate(per_seed[0]["folds"])}
+    summary["minutes"] = round((time.time() - start) / 60, 1)
+    return {"protocol": "enrolment", "ks": list(ENROL_KS), "scored_from": ENROL_SCORED_FROM,
+            "baseline_overrides": NO_SPEAKER_NORM, "seeds": per_seed, "summary": summary}
+
+
+def print_enrolment(dataset: str, variant: str, r: dict) -> None:
+    s = r["summary"]
+    print(f"{dataset} {variant}, enrolment: UAR (accuracy) on the clips after the first {r['scored_from']} of each "
+          "held-out speaker, mean ± std over seeds")
+    for k in ENROL_KS:
+        print(f"  k = {k:<4} {fmt(s[k]['uar'], 2):>14} ({fmt(s[k]['accuracy'])})")
+    print(f"  baseline, trained without speaker normalisation: {fmt(s['baseline']['uar'], 2)} "
+          f"({fmt(s['baseline']['accuracy'])})")
+    gap = s["all"]["uar"]["mean"] - s["10"]["uar"]["mean"]
+    print(f"  goals: k = 10 within 2 points of all ({gap:+.2f} below); k = 0 no worse than the baseline "
+          f"({s['0']['uar']['mean'] - s['baseline']['uar']['mean']:+.2f})")
+    print("  per held-out speaker (UAR): " + "; ".join(
+        f"{sp}: " + ", ".join(f"{k} {v['mean']:.1f}" for k, v in by_k.items()) for sp, by_k in s["per_fold_uar"].items()))
+
+
 def pooled(confusion: np.ndarray) -> dict[str, float]:
     """Accuracy and UAR of the predictions of all folds together."""
     support = confusion.sum(1)
@@ -165,6 +263,8 @@ def main() -> None:
                         help="select the epoch on the training speakers' clips, or on a held-out speaker")
     parser.add_argument("--fixed", action="store_true",
                         help="use the configs' own values instead of choosing from GRIDS on the training speakers")
+    parser.add_argument("--enrolment", action="store_true",
+                        help="the enrolment protocol (issue 44): the held-out speaker enrolled with k = 0, 5, 10, all clips")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides for every run")
     args = parser.parse_args()
@@ -187,6 +287,10 @@ def main() -> None:
             def make_config(seed: int, *extra: str, path=path, overrides=overrides, data_overrides=data_overrides):
                 return load_config(REPO / path, [*data_overrides, *overrides, f"train.seed={seed}", *args.overrides, *extra])
 
+            if args.enrolment:
+                result = run_enrolment(args, make_config, examples, label_set, speakers, dataset, variant)
+                results.setdefault(dataset, {})[variant] = {"config": path, "overrides": overrides, **result}
+                continue
             seconds = extraction_seconds(make_config(args.seeds[0]), examples)
             if seconds is not None:
                 print(f"{dataset} {variant}: extraction {seconds:.3f} s per clip (one thread)", flush=True)
@@ -226,6 +330,11 @@ def main() -> None:
 
     print()
     for dataset, by_variant in results.items():
+        if args.enrolment:
+            for variant, r in by_variant.items():
+                print_enrolment(dataset, variant, r)
+            print("anchors (UAR, shared/ANCHORS.md): " + "; ".join(f"{k} {v}" for k, v in ANCHORS[dataset].items()))
+            continue
         speakers = list(next(iter(by_variant.values()))["summary"]["per_fold"])
         print(f"{dataset}: test speaker -> accuracy / UAR (mean ± std over seeds {args.seeds})")
         print(f"{'variant':<20}" + "".join(f"{s:>15}" for s in speakers) + f"{'overall':>15}{'min':>6}")
@@ -240,7 +349,8 @@ def main() -> None:
                       + "".join(f"; test {t}: chosen {c['value']}" for t, c in r["chosen"].items()))
         print("anchors (UAR, shared/ANCHORS.md): " + "; ".join(f"{k} {v}" for k, v in ANCHORS[dataset].items()))
         print()
-    path = write_json(args.out, {"benchmark": "speech", "validation": args.validation, "seeds": args.seeds,
+    path = write_json(args.out, {"benchmark": "speech" + (" enrolment" if args.enrolment else ""),
+                                 "validation": args.validation, "seeds": args.seeds,
                                  "fixed": args.fixed, "overrides": args.overrides,
                                  "results": results, "anchors_uar": ANCHORS, "peak_rss_mb": peak_rss_mb()})
     print(f"wrote {path}")

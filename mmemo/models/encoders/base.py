@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +13,7 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example, Splits
+from mmemo.errors import CheckpointError
 
 
 @dataclass
@@ -92,6 +93,46 @@ class Processor:
         """What ``fit`` learnt, in a JSON-able or tensor form: part of a cached embedding's fingerprint,
         so that refitting on other data never reuses embeddings made with the old statistics."""
         return None
+
+    # -- fitted state saved with the model, and enrolment of new speakers ----------------------------
+    @property
+    def learns(self) -> bool:
+        """Whether ``fit`` learns anything with these settings (then its state is saved with the model and
+        new speakers can be enrolled)."""
+        return False
+
+    def fitted_tensors(self, speakers: Iterable[str] | None = None) -> FittedTensors | None:
+        """What ``fit`` and ``enroll`` learnt, as named tensors and JSON-able metadata, for the model folder's
+        safetensors file; ``speakers`` keeps only those (an enrolment file); None when nothing was learnt."""
+        return None
+
+    def load_fitted_tensors(self, state: FittedTensors, source: str) -> None:
+        """Restore what ``fitted_tensors`` gave (per-speaker entries are added to or replace those held);
+        ``source`` names the file in errors."""
+        raise CheckpointError(f"{source}: the {self.modality} processor keeps no fitted state")
+
+    def enroll(self, speaker: str, examples: list[Example]) -> list[tuple[Example, str]]:
+        """Learn one more speaker from their unlabelled inputs, keeping every other speaker; returns the inputs
+        that could not be used, each with the reason."""
+        raise NotImplementedError(f"{type(self).__name__} learns nothing per speaker")
+
+    def speakers(self) -> list[str]:
+        """The speakers with statistics of their own (fitted or enrolled)."""
+        return []
+
+    def notes(self, example: Example) -> list[str]:
+        """What the user should be told about how this input was processed (say, an unknown speaker
+        normalised with the global statistics); predictions carry them as warnings."""
+        return []
+
+
+@dataclass
+class FittedTensors:
+    """A processor's fitted state as the saved model keeps it: tensors for safetensors, and JSON-able
+    metadata (speaker names, settings) beside them; nothing is ever pickled."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
 
 
 def fit_processors(processors: dict[str, Processor], splits: Splits) -> None:

@@ -30,7 +30,7 @@ from torch import nn
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example
 from mmemo.data.media import MediaError, describe, file_identity, is_path
-from mmemo.models.encoders.audio import SpeakerNorm, WaveformProcessor
+from mmemo.models.encoders.audio import SpeakerNorm, SpeakerNormProcessor
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, masked_mean, pad_stack
 from mmemo.registry import register_encoder
 
@@ -134,7 +134,7 @@ class KeptFeatures:
 KEPT = KeptFeatures()
 
 
-class OpenSmileProcessor(WaveformProcessor):
+class OpenSmileProcessor(SpeakerNormProcessor):
     """Waveform -> openSMILE features (``[F]``, or ``[T, F]`` for LLD), extracted once per file version and
     kept, optionally standardised with the clip's speaker's statistics."""
 
@@ -187,21 +187,18 @@ class OpenSmileProcessor(WaveformProcessor):
             for _ in bar:
                 pass
 
-    def fit(self, examples: list[Example]) -> None:
-        """Per-speaker mean and std of every feature (over every frame, for LLD), from the speaker's own clips."""
-        if self.config.speaker_norm:
-            self.extract(examples)
-            self.speaker_norm.fit(examples, self.raw_features)
+    def prefetch(self, examples: list[Example]) -> None:
+        """Before fitting or enrolling: extract every clip's features in threads."""
+        self.extract(examples)
 
-    def fitted_state(self) -> Any:
-        return self.speaker_norm.state()
+    def n_features(self) -> int:
+        return len(self.feature_names)
 
     def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:
         feats = self.raw_features(example)
         if feats is None:
             return None
-        if self.config.speaker_norm:
-            feats = self.speaker_norm(feats, example)
+        feats = self.normalised(feats, example)
         return {"features": torch.from_numpy(np.array(feats, dtype=np.float32))}  # a copy: the kept array stays as is
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
