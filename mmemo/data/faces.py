@@ -300,12 +300,16 @@ class FaceStage:
         return self._detector
 
     def _small(self, frames: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """The detection copy of uint8 ``[K, 3, H, W]`` frames (shorter side at most ``detect_size``) and the
-        factor from its pixels to the frames'."""
+        """The detection copy of uint8 ``[K, 3, H, W]`` frames (shorter side at most ``detect_size``, at least
+        twice ``min_face_size``) and the factor from its pixels to the frames'."""
         _, _, h, w = frames.shape
-        if not self.config.detect_size or min(h, w) <= self.config.detect_size:
+        smallest = 2 * self.config.min_face_size  # MTCNN finds nothing in (and fails on) a frame below its face size
+        if min(h, w) < smallest:
+            scale = min(h, w) / smallest  # a small image (a face thumbnail) is enlarged to be searched
+        elif not self.config.detect_size or min(h, w) <= self.config.detect_size:
             return frames, 1.0
-        scale = min(h, w) / self.config.detect_size
+        else:
+            scale = min(h, w) / self.config.detect_size
         size = (max(1, round(h / scale)), max(1, round(w / scale)))
         small = torch.nn.functional.interpolate(frames.contiguous(memory_format=torch.channels_last), size=size,
                                                 mode="bilinear", antialias=True, align_corners=False)
