@@ -293,3 +293,14 @@ def test_inspect_vision_writes_a_contact_sheet(clips, saved, tmp_path, capsys):
     out2 = tmp_path / "saved.png"
     assert main(["inspect-vision", str(saved), paths["none"], "--out", str(out2)]) == 0
     assert "no face found" in capsys.readouterr().out and out2.exists()
+
+
+def test_a_face_thumbnail_smaller_than_the_smallest_face_searched_for_is_enlarged_and_found():
+    from mmemo.data.media import read_image
+
+    frames = read_image(FACES / "Avinash_28.jpg")  # 59 x 65 px, the face fills it
+    assert min(frames.shape[-2:]) < 2 * FacesConfig().min_face_size
+    result = FaceStage(FacesConfig(size=64))(frames, "Avinash_28.jpg")
+    (boxes,) = result.chosen
+    assert result.crops.shape == (1, 3, 64, 64)
+    assert iou(boxes[0], (0, 0, frames.shape[-1], frames.shape[-2])) > 0.5

@@ -28,6 +28,7 @@ face stage; an image where no face is found is predicted as the training fold's 
 It also times the stage on 8 frames of a 720p clip beside the resnet18 encoder's forward pass on those frames:
 
     python scripts/bench/faces.py --stage --threads 1 --out scripts/bench/results/faces_stage.json
+    python scripts/bench/faces.py --stage --threads 1 faces.margin=0.0 faces.align=false --out ...   # other settings
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -208,14 +210,25 @@ def pasted_frame(path: str, seed: int):
     return frame
 
 
-def stage_inputs(examples: list[Example], size: int, data_dir: Path) -> dict[str, Callable[[Example], torch.Tensor | None]]:
+def faces_config(overrides: list[str], size: int = 128):
+    """The face stage's settings: the defaults with ``size`` and any ``faces.key=value`` of ``overrides``."""
+    from mmemo.config import from_dict, parse_overrides
+    from mmemo.data.faces import FacesConfig
+
+    unknown = [o for o in overrides if not o.startswith("faces.")]
+    if unknown:
+        raise SystemExit(f"--stage takes faces.key=value overrides only, got {unknown}")
+    return from_dict(FacesConfig, {"size": size, **parse_overrides(overrides).get("faces", {})}, "faces")
+
+
+def stage_inputs(examples: list[Example], faces) -> dict[str, Callable[[Example], torch.Tensor | None]]:
     """condition -> the uint8 ``[1, 3, size, size]`` input of an example (None: no face found), memoised."""
     from mmemo.config import DataConfig
-    from mmemo.data.faces import FacesConfig
     from mmemo.data.media import MediaError, load_image, read_image
     from mmemo.models.encoders.vision import FrameProcessor, HOGConfig
 
-    processor = FrameProcessor(HOGConfig(image_size=size, faces=FacesConfig(size=size)), DataConfig(num_frames=1))
+    size = faces.size
+    processor = FrameProcessor(HOGConfig(image_size=size, faces=faces), DataConfig(num_frames=1))
     seeds = {e.id: i for i, e in enumerate(examples)}
     frames_cache: dict[tuple[str, str], torch.Tensor | None] = {}
     misses: Counter = Counter()
@@ -246,7 +259,7 @@ def stage_inputs(examples: list[Example], size: int, data_dir: Path) -> dict[str
     return out
 
 
-def time_stage(repeats: int = 5) -> dict[str, float]:
+def time_stage(faces, repeats: int = 5) -> dict[str, float]:
     """Seconds (median of ``repeats``) to decode 8 frames of a 720p h264 clip, to run the face stage on them
     (detection, tracking, crops; detections not remembered), and the resnet18 encoder's forward pass on the 8
     frames as it sees them without faces (224 px) and with them (112 px crops)."""
@@ -256,7 +269,7 @@ def time_stage(repeats: int = 5) -> dict[str, float]:
     from PIL import Image
 
     from mmemo.data.demo import write_clip
-    from mmemo.data.faces import FacesConfig, FaceStage
+    from mmemo.data.faces import FaceStage
     from mmemo.data.media import read_video
     from mmemo.models.encoders.vision import TimmConfig, TimmEncoder
 
@@ -274,7 +287,7 @@ def time_stage(repeats: int = 5) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "clip720p.mp4")
         write_clip(Path(path), np.stack(frames), None, fps=25)
-        stage = FaceStage(FacesConfig())
+        stage = FaceStage(dataclasses.replace(faces, size=112))
         stage.detect(read_video(path, 8, None)[:1])  # builds the detector
         small224 = read_video(path, 8, 224)
         for _ in range(repeats):
@@ -298,7 +311,8 @@ def time_stage(repeats: int = 5) -> dict[str, float]:
 
 def stage_benchmark(args, examples: list[Example], folds, label_set: LabelSet) -> None:
     tests = [test for _, _, test in folds]
-    inputs = stage_inputs(examples, 128, Path(args.data))
+    faces = faces_config(args.overrides)
+    inputs = stage_inputs(examples, faces)
     misses = inputs.pop("misses")
     predictions: dict[str, list[list[str]]] = {"majority class": [], "colour-only rule": []}
     for train, _, test in folds:
@@ -319,7 +333,7 @@ def stage_benchmark(args, examples: list[Example], folds, label_set: LabelSet) -
             "over_folds": {k: mean_std([s[k] for s in fold_scores if s[k] is not None]) for k in fold_scores[0]},
             "folds": fold_scores,
         }
-    timing = time_stage()
+    timing = time_stage(faces)
     print(f"\nfaces, face stage: {len(examples)} images, {args.folds} identity-disjoint folds; pasted: {FACE_WIDTH:.0%} "
           f"of a {FRAME[0]}x{FRAME[1]} frame; HOG at 128 px, logistic regression with C chosen on the validation identities")
     print(f"{'method':<40}{'accuracy':>14}{'macro F1':>14}{'no face':>9}")
@@ -338,7 +352,7 @@ def stage_benchmark(args, examples: list[Example], folds, label_set: LabelSet) -
     goal = timing["face stage"] <= timing["resnet18 on 8 frames at 224 px"]
     print(f"face stage / resnet18 at 224 px: {timing['face stage'] / timing['resnet18 on 8 frames at 224 px']:.2f} "
           f"(goal: at most 1: {'met' if goal else 'missed'})")
-    path = write_json(args.out, {"benchmark": "faces-stage", "folds": args.folds, "seed": args.seed, "frame": FRAME,
+    path = write_json(args.out, {"benchmark": "faces-stage", "faces": dataclasses.asdict(faces), "folds": args.folds, "seed": args.seed, "frame": FRAME,
                                  "face_width": FACE_WIDTH, "no_face": dict(misses), "results": results,
                                  "minutes": minutes, "timing_s": timing, "peak_rss_mb": peak_rss_mb()})
     print(f"wrote {path}")
