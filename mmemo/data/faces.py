@@ -313,13 +313,15 @@ class FaceStage:
         size = (max(1, round(h / scale)), max(1, round(w / scale)))
         small = torch.nn.functional.interpolate(frames.contiguous(memory_format=torch.channels_last), size=size,
                                                 mode="bilinear", antialias=True, align_corners=False)
-        return small, scale
+        return small.contiguous(), scale
 
     def detect(self, frames: torch.Tensor) -> list[list[Detection]]:
         """Every face with at least ``min_confidence`` in each of ``frames`` (uint8 ``[K, 3, H, W]``), in
         full-resolution pixels, with a thumbnail for tracking. The frames go to MTCNN as one batch."""
         small, scale = self._small(frames)
-        boxes, probs, points = self.detector().detect(small.permute(0, 2, 3, 1).contiguous().numpy(), landmarks=True)
+        # MTCNN takes [K, H, W, 3] and turns it into [K, 3, H, W] floats: given this view of contiguous [K, 3, H, W]
+        # frames, its pyramid runs on contiguous tensors (a third faster than from an array in [K, H, W, 3] order)
+        boxes, probs, points = self.detector().detect(small.permute(0, 2, 3, 1), landmarks=True)
         grey = _grey(small)
         out: list[list[Detection]] = []
         for t in range(len(frames)):
@@ -391,8 +393,8 @@ class FaceStage:
 
 def _grey(frames: torch.Tensor) -> np.ndarray:
     """Luma of uint8 ``[K, 3, H, W]`` frames, float32 ``[K, H, W]``."""
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (frames.float() * weights).sum(1).numpy()
+    r, g, b = frames.unbind(1)
+    return (0.299 * r.float() + 0.587 * g.float() + 0.114 * b.float()).numpy()
 
 
 def _whole(frames: torch.Tensor, size: int) -> torch.Tensor:

@@ -29,6 +29,9 @@ It also times the stage on 8 frames of a 720p clip beside the resnet18 encoder's
 
     python scripts/bench/faces.py --stage --threads 1 --out scripts/bench/results/faces_stage.json
     python scripts/bench/faces.py --stage --threads 1 faces.margin=0.0 faces.align=false --out ...   # other settings
+
+``--resnet-epochs N`` adds resnet18.yaml trained by the Trainer for N epochs on the pasted frames, whole and with
+the face stage in its processor (64 px either way).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -309,6 +313,37 @@ def time_stage(faces, repeats: int = 5) -> dict[str, float]:
     return {k: round(statistics.median(v), 4) for k, v in timings.items()}
 
 
+def resnet18_on_pasted(args, examples: list[Example], folds, label_set: LabelSet, faces, epochs: int) -> dict[str, list[list[str]]]:
+    """resnet18.yaml (from scratch, epoch selected on the validation identities) trained by mmemo's Trainer on the
+    pasted frames, written as JPEGs to a temporary folder: whole frames (64 px, the processor's resize and centre
+    crop) against the face stage in the processor (64 px crops). ``epochs`` replaces the config's 80 (cost)."""
+    import tempfile
+
+    predictions: dict[str, list[list[str]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        pasted = {}
+        for i, e in enumerate(examples):
+            path = Path(tmp) / f"{i}.jpg"
+            pasted_frame(e.image, i).save(path, quality=95)
+            pasted[e.id] = dataclasses.replace(e, image=str(path))
+        face_settings = json.dumps(dataclasses.asdict(dataclasses.replace(faces, size=64)))  # JSON is YAML
+        for name, extra in (("whole frame", ["model.encoders.vision.image_size=64"]),
+                            ("face stage", [f"model.encoders.vision.faces={face_settings}"])):
+            method = f"resnet18 ({epochs} epochs), pasted, {name}"
+            predictions[method] = []
+            for fold, (train, val, test) in enumerate(folds):
+                config = load_config(CONFIGS / "resnet18.yaml", [f"train.seed={args.seed + fold}", "train.progress=false",
+                                                                  f"train.epochs={epochs}", *extra])
+                run_dir = Path(args.runs) / "stage" / method.replace(" ", "_") / f"fold{fold}"
+                splits = {k: [pasted[e.id] for e in v] for k, v in (("train", train), ("dev", val), ("test", test))}
+                train_quietly(config, run_dir, splits, label_set)
+                by_id = {row["id"]: row["prediction"] for row in csv.DictReader(open(run_dir / "predictions_test.csv"))}
+                predictions[method].append([by_id[e.id] for e in test])
+                print(f"{method} fold {fold}: accuracy "
+                      f"{scores(test, predictions[method][-1], label_set.names)['accuracy']:.1f}", flush=True)
+    return predictions
+
+
 def stage_benchmark(args, examples: list[Example], folds, label_set: LabelSet) -> None:
     tests = [test for _, _, test in folds]
     faces = faces_config(args.overrides)
@@ -325,6 +360,10 @@ def stage_benchmark(args, examples: list[Example], folds, label_set: LabelSet) -
         predictions[f"HOG + LR, {name}"] = hog_logistic_regression(folds, 128, frames=frames)
         minutes[name] = round((time.time() - start) / 60, 2)
         print(f"{name}: {minutes[name]} min, no face found in {misses[name]} of {len(examples)}", flush=True)
+    if args.resnet_epochs:
+        start = time.time()
+        predictions |= resnet18_on_pasted(args, examples, folds, label_set, faces, args.resnet_epochs)
+        minutes["resnet18"] = round((time.time() - start) / 60, 2)
     results = {}
     for method, per_fold in predictions.items():
         fold_scores = [scores(test, pred, label_set.names) for test, pred in zip(tests, per_fold)]
@@ -388,7 +427,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stage", action="store_true",
                         help="benchmark the face stage instead (HOG + LR on original, cropped and pasted images; its cost)")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    parser.add_argument("--resnet-epochs", type=int, default=0,
+                        help="with --stage: also train resnet18.yaml for this many epochs on the pasted frames, whole and cropped")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides (with --stage: faces.key=value)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
