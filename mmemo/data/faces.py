@@ -247,14 +247,20 @@ def speaker_track(tracks: list[Track], grey_frames: list[np.ndarray], voice: np.
     return int(np.argmax(scores)), None
 
 
-def crop_face(image, box: np.ndarray, eyes: np.ndarray | None, margin: float, size: int) -> np.ndarray:
-    """A ``size`` x ``size`` RGB crop of a PIL image: a square around ``box`` enlarged by ``margin`` of its
-    side on each side, rotated about its centre so that ``eyes`` ([2, 2]: left, right) are level. Pixels
-    outside the frame are black."""
+def crop_face(frame: np.ndarray, box: np.ndarray, eyes: np.ndarray | None, margin: float, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` RGB crop of an ``[H, W, 3]`` frame: a square around ``box`` enlarged by ``margin`` of
+    its side on each side, rotated about its centre so that ``eyes`` ([2, 2]: left, right) are level. Pixels
+    outside the frame are black. Only the region the square can reach is copied out of the frame."""
     from PIL import Image
 
     side = max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * margin)
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    reach = 0.75 * side + 2  # half the square's diagonal, and a pixel or two for the filter
+    h, w = frame.shape[:2]
+    x0, y0 = int(np.clip(math.floor(cx - reach), 0, w - 1)), int(np.clip(math.floor(cy - reach), 0, h - 1))
+    x1, y1 = int(np.clip(math.ceil(cx + reach), x0 + 1, w)), int(np.clip(math.ceil(cy + reach), y0 + 1, h))
+    image = Image.fromarray(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+    cx, cy = cx - x0, cy - y0
     angle = 0.0
     if eyes is not None:
         dx, dy = eyes[1] - eyes[0]
@@ -368,9 +374,7 @@ class FaceStage:
             notes += [note] if note else []
         else:
             chosen = tracks[:1]
-        from PIL import Image
-
-        images = [Image.fromarray(f.permute(1, 2, 0).contiguous().numpy()) for f in frames]
+        images = frames.permute(0, 2, 3, 1).numpy()  # views, [K, H, W, 3]
         crops, boxes = [], []
         for track in chosen:
             track_boxes, points = track.boxes(), track.landmarks() if c.align else None

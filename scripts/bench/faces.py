@@ -30,7 +30,7 @@ It also times the stage on 8 frames of a 720p clip beside the resnet18 encoder's
     python scripts/bench/faces.py --stage --threads 1 --out scripts/bench/results/faces_stage.json
     python scripts/bench/faces.py --stage --threads 1 faces.margin=0.0 faces.align=false --out ...   # other settings
 
-``--resnet-epochs N`` adds resnet18.yaml trained by the Trainer for N epochs on the pasted frames, whole and with
+``--timing-only REPEATS`` only times the stage (median of that many interleaved runs). ``--resnet-epochs N`` adds resnet18.yaml trained by the Trainer for N epochs on the pasted frames, whole and with
 the face stage in its processor (64 px either way).
 """
 
@@ -427,6 +427,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stage", action="store_true",
                         help="benchmark the face stage instead (HOG + LR on original, cropped and pasted images; its cost)")
+    parser.add_argument("--timing-only", type=int, metavar="REPEATS", default=0,
+                        help="with --stage: only time the stage beside resnet18 (median of REPEATS interleaved runs)")
     parser.add_argument("--resnet-epochs", type=int, default=0,
                         help="with --stage: also train resnet18.yaml for this many epochs on the pasted frames, whole and cropped")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides (with --stage: faces.key=value)")
@@ -442,6 +444,15 @@ def main() -> None:
     if args.stage:
         if args.out == str(RESULTS / "faces.json"):
             args.out = str(RESULTS / "faces_stage.json")
+        if args.timing_only:
+            faces = faces_config(args.overrides)
+            timing = time_stage(faces, args.timing_only)
+            for k, v in timing.items():
+                print(f"  {k:<36}{v:8.3f}")
+            ratio = timing["face stage"] / timing["resnet18 on 8 frames at 224 px"]
+            print(f"face stage / resnet18 at 224 px: {ratio:.2f} (goal: at most 1)")
+            print(f"wrote {write_json(args.out, {'benchmark': 'faces-stage-timing', 'faces': dataclasses.asdict(faces), 'repeats': args.timing_only, 'timing_s': timing})}")
+            return
         stage_benchmark(args, examples, folds, label_set)
         return
 
