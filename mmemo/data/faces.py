@@ -291,6 +291,7 @@ class FaceStage:
         self.sample_rate = sample_rate
         self._detector = None
         self._memo: dict[str, list[list[Detection]]] = {}
+        self._warned = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_detector": None}
@@ -382,6 +383,10 @@ class FaceStage:
             for t, image in enumerate(images):
                 crops.append(crop_face(image, track_boxes[t], None if points is None else points[t, :2], c.margin, c.size))
         crops_t = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+        if notes and not self._warned:  # in training, once per process: predict returns each in its warnings
+            log.warning("%s (%s); further face-stage notes of this process are logged at debug level", notes[0],
+                        describe(source) if source is not None else "input")
+            self._warned = True
         return FaceResult(crops_t, detections, boxes, notes)
 
     def _voice(self, audio: Any, segments: int, notes: list[str]) -> np.ndarray | None:
