@@ -1,4 +1,5 @@
-"""The ``mmemo`` command: train, adapt, evaluate, ablate, predict, enroll, timeline, serve, demo-data, models."""
+"""The ``mmemo`` command: train, adapt, evaluate, ablate, predict, enroll, timeline, inspect-vision, serve,
+demo-data, models."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mmemo.config import load_config
 from mmemo.data.demo import DemoSpec, generate_demo_data, write_demo_recording
 from mmemo.errors import ConfigError, MmemoError
 from mmemo.inference import EmotionRecognizer
+from mmemo.inference.inspect import inspect_vision
 from mmemo.registry import ENCODERS, FUSIONS, LOSS_TERMS, READERS
 from mmemo.serve import TOKEN_ENV, serve
 from mmemo.training.adapt import adapt_text_encoder
@@ -190,6 +192,18 @@ def _cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect_vision(args: argparse.Namespace) -> int:
+    v = inspect_vision(args.run_or_config, args.clip, args.out, args.overrides, audio=args.audio)
+    found = [len(boxes) for boxes in v.detections]
+    if v.detections:
+        print(f"faces found per sampled frame: {found}; tracks shown to the encoder: {len(v.chosen)}")
+    for note in v.notes:
+        print(note)
+    shown = "nothing (vision would be marked absent)" if v.shown is None else f"{len(v.shown)} frame(s) of {v.shown.shape[-1]} px"
+    print(f"the encoder is shown {shown}; contact sheet: {args.out}")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
           token=args.token, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
@@ -301,6 +315,14 @@ def _timeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="allow a pickled .bin/.pt checkpoint (trusted sources only)")
 
 
+def _inspect_vision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_or_config", metavar="RUN_OR_CONFIG", help="run folder, saved model folder or YAML config")
+    p.add_argument("clip", help="video or image file")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. model.encoders.vision.faces.select=speaker")
+    p.add_argument("--out", default="crops.png", help="the contact sheet (PNG) to write (default: crops.png)")
+    p.add_argument("--audio", help="audio for faces.select: speaker (default: the clip's own audio track)")
+
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="run folder, saved model folder or Hugging Face Hub repo id")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only; 0.0.0.0 for "
@@ -341,6 +363,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
     "predict": ("predict the emotion of one input, or of every row of a manifest", _predict_args, _cmd_predict),
     "enroll": ("learn a speaker's statistics from a few of their unlabelled clips", _enroll_args, _cmd_enroll),
     "timeline": ("emotion over a whole recording, window by window", _timeline_args, _cmd_timeline),
+    "inspect-vision": ("write a contact sheet of what the vision encoder is shown: sampled frames, faces, crops",
+                       _inspect_vision_args, _cmd_inspect_vision),
     "serve": ("serve a model over HTTP, with a page to try it", _serve_args, _cmd_serve),
     "demo-data": ("write the embedded MELD-shaped demo data", _demo_data_args, _cmd_demo_data),
     "models": ("list registered encoders, fusions, readers and loss terms", lambda p: None, _cmd_models),
@@ -360,7 +384,7 @@ def build_parser(verb: str) -> argparse.ArgumentParser:
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    verbs = "\n".join(f"  {name:<10} {help_text}" for name, (help_text, _, _) in VERBS.items())
+    verbs = "\n".join(f"  {name:<14} {help_text}" for name, (help_text, _, _) in VERBS.items())
     parser = argparse.ArgumentParser(prog="mmemo", description="Multimodal emotion recognition.",
                                      epilog=f"commands:\n{verbs}\n\n`mmemo COMMAND --help` for each one's options.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

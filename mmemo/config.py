@@ -216,6 +216,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(sections) == 1:  # a section that may be null: its own error names the key
+            return from_dict(sections[0], value, key)
         errors = []
         # Try non-container types first so that "auto" matches a Literal before list[float].
         for arg in sorted(args, key=lambda a: typing.get_origin(a) in (list, dict)):

@@ -29,6 +29,7 @@ from mmemo.config import (
     TrainConfig,
     type_name,
 )
+from mmemo.data.faces import FacesConfig
 from mmemo.registry import ENCODERS, FUSIONS, LOSS_TERMS, READERS, Registry
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -144,6 +145,14 @@ def render() -> str:
         "",
         *table(EncoderConfig),
         *registered(ENCODERS, EncoderConfig, "name"),
+        "",
+        "#### Face cropping (`model.encoders.vision.faces`, for `timm` and `hog`)",
+        "",
+        (FacesConfig.__doc__ or "").strip(),
+        "",
+        *table(FacesConfig, prefix="faces."),
+        "",
+        "Source: `mmemo/data/faces.py`; how it works: [faces.md](faces.md)",
         "",
         "### Fusion (`model.fusion`)",
         "",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from torch.utils.data import Dataset
 from mmemo.data.examples import Example
 from mmemo.data.media import MediaError
 from mmemo.labels import IGNORE, LabelSet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class EmotionDataset(Dataset):
         for modality, processor in self.processors.items():
             try:
                 inputs[modality] = processor(ex)
+                if isinstance(inputs[modality], dict) and "notes" in inputs[modality]:
+                    notes = inputs[modality].pop("notes")
+                    log.debug("%s %s: %s", ex.id, modality, "; ".join(notes))
             except MediaError as err:
                 inputs[modality] = None
                 issues.append(MediaIssue(ex.id, modality, err.path, err.reason, err.detail))

@@ -163,13 +163,14 @@ class InputPreparer:
                     return tensors, None, self._cut(m, example, processor, tensors)
             _check_format(example, m)
             tensors = processor(example)
+            notes = tensors.pop("notes", []) if isinstance(tensors, dict) else []  # e.g. a face fallback
         except MediaError as err:
             return None, str(err), []
         except Exception as exc:  # anything else a decoder throws: name the input, keep the traceback in debug logs
             log.debug("reading %s input %s failed", m, describe(source), exc_info=True)
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             return None, f"{describe(source)}: cannot read ({type(exc).__name__}{': ' + first if first else ''})", []
-        return tensors, None, self._cut(m, example, processor, tensors)
+        return tensors, None, notes + self._cut(m, example, processor, tensors)
 
     def _notes(self, m: str, example: Example) -> list[str]:
         """The processor's own notes on this input (an unknown speaker normalised with global statistics)."""

@@ -12,9 +12,9 @@ Layout, one folder per encoder fingerprint::
         fingerprint.json              what the fingerprint was made of (for people; the name is its digest)
         <sha256>.safetensors          shards: seq [tokens, D], mask [tokens], offsets [rows + 1], pooled [rows, D]
 
-- The **fingerprint** hashes the encoder config, a digest of the encoder's weights, the preprocessing
-  config (``PREPROCESSING_FIELDS``), the source of the modules defining the encoder and its processor,
-  and the mixed precision. Any change selects another folder: a stale entry is never read.
+- The **fingerprint** hashes the encoder config (a vision encoder's face-crop settings among it), a digest
+  of the encoder's weights, the preprocessing config (``PREPROCESSING_FIELDS``), the source of the modules
+  defining the encoder, its processor and the processor's parts (the face stage), and the mixed precision. Any change selects another folder: a stale entry is never read.
 - An **example key** hashes what a processor can see of an example (text, speaker, context, media paths
   with their size and modification time; not the label). Editing a CSV row or replacing a clip misses.
 - Each **shard** is written to a temporary file and renamed to the SHA-256 of its bytes. On opening, every
@@ -126,7 +126,7 @@ def encoder_fingerprint(
         "encoder": {k: v for k, v in to_dict(config).items() if k not in ("freeze", "lr")},
         "weights": weights_digest(encoder),
         "preprocessing": {name: getattr(data, name) for name in PREPROCESSING_FIELDS},
-        "code": _code_digest(type(encoder), type(processor)),
+        "code": _code_digest(type(encoder), type(processor), *(type(part) for part in processor.parts())),
         "precision": precision,
         "fitted": _digest(processor.fitted_state()),  # statistics the processor learnt from the data
     }

@@ -75,6 +75,8 @@ class Processor:
 
     ``__call__`` returns ``None`` when the example lacks the modality and raises ``MediaError`` when
     the input exists but cannot be used; the dataset records the latter and marks the modality absent.
+    Its dict may carry ``notes``, a list of strings for the user (e.g. a face stage's fallback): the
+    dataset removes them before ``collate``, and ``predict`` adds them to ``Prediction.warnings``.
     """
 
     modality: ClassVar[str]
@@ -84,6 +86,11 @@ class Processor:
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def parts(self) -> tuple[object, ...]:
+        """Helpers that shape the output beyond the processor's own code (the face stage): the source of
+        their classes joins a cached embedding's fingerprint, as the processor's does."""
+        return ()
 
     def fit(self, examples: list[Example]) -> None:
         """Learn statistics from unlabelled inputs before training (e.g. per-speaker normalisation);

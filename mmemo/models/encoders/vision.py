@@ -1,7 +1,8 @@
 """Vision: a timm backbone applied to each of K sampled frames, then pooled over time.
 
 Frames travel as uint8 from the workers (4x less to copy than float) and are normalised on the
-model's device. A still image is a one-frame video.
+model's device. A still image is a one-frame video. With ``faces`` set, the processor crops each frame to
+the face it tracks across the clip (``mmemo.data.faces``), and the encoder sees the crops.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from torch import nn
 
 from mmemo.config import DataConfig, EncoderConfig
 from mmemo.data.examples import Example
-from mmemo.data.media import read_image, read_video
+from mmemo.data.faces import FaceResult, FacesConfig, FaceStage
+from mmemo.data.media import is_path, read_image, read_video
 from mmemo.models.encoders.base import Encoder, ModalityEmbedding, Processor, masked_mean, pad_stack
 from mmemo.registry import register_encoder
 
@@ -42,6 +44,14 @@ class TimmConfig(EncoderConfig):
     # Out of training, run the backbone on at most this many frames at a time; None: 8 on CPU (larger batches
     # cost more per frame there), every frame at once on other devices.
     eval_frame_chunk: int | None = None
+    # Crop faces first: {detector: mtcnn, select: largest | speaker | all, margin, size, min_confidence, ...};
+    # the crops (faces.size px) replace the frames. null: whole frames. See docs/faces.md
+    faces: FacesConfig | None = None
+
+
+def frame_size(config: TimmConfig | HOGConfig) -> int | None:
+    """The side of the frames the encoder is given: the face crops' size when faces are cropped."""
+    return config.faces.size if config.faces is not None else config.image_size
 
 
 def _pretrained_cfg(backbone: str) -> dict[str, Any]:
@@ -57,7 +67,9 @@ def _pretrained_cfg(backbone: str) -> dict[str, Any]:
 
 class FrameProcessor(Processor):
     """A video (path, frames array, list of images) -> ``num_frames`` uint8 frames; an image (path, PIL
-    image, array) -> one frame; resized to ``image_size`` while decoding."""
+    image, array) -> one frame; resized to ``image_size`` while decoding. With ``faces``, the frames are
+    decoded at full size and the face stage's crops are returned instead (a clip with no face raises
+    ``MediaError``; its notes, such as a fallback, travel under ``notes``)."""
 
     modality = "vision"
 
@@ -65,8 +77,18 @@ class FrameProcessor(Processor):
         self.config = config
         self.num_frames = data.num_frames if data else 8
         self.image_size = config.image_size or int(_pretrained_cfg(config.backbone).get("input_size", (3, 224, 224))[-1])
+        faces = getattr(config, "faces", None)
+        self.faces = FaceStage(faces, data.sample_rate if data else 16000) if faces is not None else None
 
-    def __call__(self, example: Example) -> dict[str, torch.Tensor] | None:
+    def parts(self) -> tuple[object, ...]:
+        return (self.faces,) if self.faces is not None else ()
+
+    def __call__(self, example: Example) -> dict[str, Any] | None:
+        if self.faces is not None:
+            result = self.face_result(example)
+            if result is None:
+                return None
+            return {"frames": result.crops, **({"notes": result.notes} if result.notes else {})}
         if example.video is not None:
             frames = read_video(example.video, self.num_frames, self.image_size)
         elif example.image is not None:
@@ -74,6 +96,22 @@ class FrameProcessor(Processor):
         else:
             return None
         return {"frames": frames}
+
+    def face_result(self, example: Example) -> FaceResult | None:
+        """The face stage's output for ``example`` (None without video or image): crops, every detection
+        and the chosen track's boxes, for the contact sheet of ``mmemo inspect-vision``."""
+        if self.faces is None:
+            raise ValueError("face_result: this processor crops no faces (model.encoders.vision.faces is null)")
+        if example.video is not None:
+            source, frames = example.video, read_video(example.video, self.num_frames, None)
+        elif example.image is not None:
+            source, frames = example.image, read_image(example.image, None)
+        else:
+            return None
+        audio = None
+        if self.faces.config.select == "speaker":
+            audio = example.audio if example.audio is not None else (source if is_path(source) and example.video is not None else None)
+        return self.faces(frames, source, audio)
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         frames, mask = pad_stack([it["frames"] for it in items])
@@ -228,6 +266,8 @@ class HOGConfig(EncoderConfig):
     augment: bool = False  # training only: random horizontal flips and shifts before the histograms
     dim: int | None = 128  # None: the histograms themselves (with the ``probe`` fusion, a linear classifier of HOG)
     dropout: float = 0.3  # dropout before the projection
+    # Crop faces first (as for timm); the histograms are then taken on faces.size px crops. null: whole frames
+    faces: FacesConfig | None = None
 
 
 def hog_features(frames: torch.Tensor, cell_size: int = 8, orientations: int = 9, block_size: int = 2) -> torch.Tensor:
@@ -262,7 +302,7 @@ def hog_features(frames: torch.Tensor, cell_size: int = 8, orientations: int = 9
 
 
 def hog_feature_count(config: HOGConfig) -> int:
-    cells = config.image_size // config.cell_size
+    cells = frame_size(config) // config.cell_size
     return config.orientations * config.block_size**2 * (cells - config.block_size + 1) ** 2
 
 
@@ -276,8 +316,9 @@ class HOGEncoder(Encoder):
 
     def __init__(self, config: HOGConfig, base_dir: str | Path | None = None):
         super().__init__(config, base_dir)
-        if config.image_size // config.cell_size < config.block_size:
-            raise ValueError(f"hog: image_size {config.image_size} holds fewer than block_size={config.block_size} "
+        size = frame_size(config)
+        if size // config.cell_size < config.block_size:
+            raise ValueError(f"hog: frames of {size} px hold fewer than block_size={config.block_size} "
                              f"cells of cell_size={config.cell_size}")
         n_features = hog_feature_count(config)
         project = nn.Linear(n_features, config.dim) if config.dim is not None else nn.Identity()
