@@ -56,10 +56,11 @@ class RecognizerActor:
 
 def score(dataset: Any, model: str | os.PathLike, *, output: str | os.PathLike | None = None,
           columns: Mapping[str, str] | None = None, batch_size: int = 16, num_actors: int = 1, num_gpus: float = 0.0,
-          num_cpus: float = 1.0, dtype: str | None = None) -> Any:
+          num_cpus: float = 1.0, dtype: str | None = None, num_blocks: int | None = None) -> Any:
     """Score every row of ``dataset`` (a ``ray.data.Dataset``, or Parquet file(s)/folder(s) to read) with the saved
     model ``model`` (a folder, run folder or Hub id every worker can reach), in ``num_actors`` actors of
-    ``num_cpus`` CPUs and ``num_gpus`` GPUs each, ``batch_size`` rows per call.
+    ``num_cpus`` CPUs and ``num_gpus`` GPUs each, ``batch_size`` rows per call. ``num_blocks``: repartition the
+    rows into this many blocks first (default: as read); a small file read as one block feeds one actor only.
 
     Returns the scored ``ray.data.Dataset`` (lazy, as Ray Data is), its rows those of ``dataset`` plus the
     ``prediction_columns``; with ``output``, it is also written there as Parquet and that written dataset is
@@ -71,6 +72,8 @@ def score(dataset: Any, model: str | os.PathLike, *, output: str | os.PathLike |
     if isinstance(dataset, (str, os.PathLike, list, tuple)):
         paths = [os.fspath(p) for p in dataset] if isinstance(dataset, (list, tuple)) else os.fspath(dataset)
         dataset = ray.data.read_parquet(paths)
+    if num_blocks:
+        dataset = dataset.repartition(num_blocks)
     scored = dataset.map_batches(
         RecognizerActor,
         fn_constructor_kwargs={"model": os.fspath(model), "columns": dict(columns or {}), "dtype": dtype,
