@@ -36,7 +36,8 @@ class HFConfig(DataConfig):
     """A Hugging Face ``datasets`` dataset: a Hub id or builder (``path``), or a ``save_to_disk`` folder
     (``load_from_disk``). With no ``label_set`` or ``labels``, a ClassLabel column's names are the classes."""
 
-    path_fields: ClassVar[tuple[str, ...]] = ("data_dir", "load_from_disk", "data_files")
+    # a Hub id or builder name stays as written unless a file or folder of that name exists
+    path_fields: ClassVar[tuple[str, ...]] = ("path", "data_dir", "load_from_disk", "data_files")
 
     source: str = "hf"
     label_set: str | None = None
@@ -244,5 +245,7 @@ def read_hf(config: HFConfig) -> Splits:
 
 @register_reader("hf", config=HFConfig)
 def read(config: HFConfig) -> Splits:
-    """A Hugging Face datasets dataset (Hub, audiofolder/videofolder/imagefolder, Parquet/CSV/JSON, save_to_disk)."""
+    """A Hugging Face datasets dataset (Hub, audiofolder/videofolder/imagefolder, Parquet/CSV/JSON, save_to_disk).
+    Here ``label_set`` defaults to null: a ClassLabel label column's names are the classes unless label_set or
+    labels says otherwise."""
     return read_hf(config)
