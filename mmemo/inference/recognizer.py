@@ -142,14 +142,16 @@ class EmotionRecognizer:
             return prediction_columns(preds, self.labels)
         if inputs is None:
             return self.predict(**keywords, top_k=top_k).top_k
-        if keywords or columns is not None:
+        if keywords:
             raise TypeError("give either inputs or predict() keywords, not both")
+        if columns is not None and isinstance(inputs, (str, Mapping)):
+            raise TypeError("columns maps the keys of a list of inputs or of a dataset's batch")
         if isinstance(inputs, str):
             return self.predict(text=inputs, top_k=top_k).top_k
         if isinstance(inputs, Mapping):
             return self.predict(**inputs, top_k=top_k).top_k
         rows = [{"text": x} if isinstance(x, str) else x for x in inputs]
-        preds = self.predict_batch(rows, batch_size=8, progress=False, top_k=top_k)
+        preds = self.predict_batch(rows, batch_size=8, progress=False, top_k=top_k, columns=columns)
         for i, pred in enumerate(preds):
             if pred.error:
                 raise InputError(f"input {i}: {pred.error}")
