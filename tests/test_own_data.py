@@ -124,17 +124,21 @@ def _manifest_config(path, modalities, **data):
     return load_config(None, cfg)
 
 
-def test_a_video_column_feeds_audio_unless_audio_is_mapped_or_unused(tmp_path, demo_tree):
+def test_a_video_column_feeds_audio_unless_audio_is_mapped(tmp_path, demo_tree, caplog):
     path = _clips_manifest(tmp_path, demo_tree)
-    splits, _ = load_splits(_manifest_config(path, ("text", "audio", "vision")))
-    assert all(ex.audio == ex.video and ex.meta["audio_from_video"] for ex in splits["train"])
-    splits, _ = load_splits(_manifest_config(path, ("text", "vision")))
-    assert all(ex.audio is None for ex in splits["train"])
+    with caplog.at_level(logging.INFO, logger="mmemo.data.loading"):
+        splits, _ = load_splits(_manifest_config(path, ("text", "audio", "vision")))
+        assert all(ex.audio == ex.video for ex in splits["train"])
+        assert "audio <- the audio track of column 'clip' (8 of 8 examples)" in caplog.text
+        caplog.clear()
+        # a model without audio: the log names what it reads, and each example's cache key is the same as above
+        splits, _ = load_splits(_manifest_config(path, ("text", "vision")))
+        assert "inputs: text <- column 'transcript' (8 of 8 examples); vision <- column 'clip' (8 of 8 examples)" in caplog.text
     mapped = _manifest_config(path, ("text", "audio"), columns={"audio": "transcript", "text": "transcript",
                                                                "label": "emotion"})
     splits, _ = load_splits(mapped)
     # an audio column of its own is kept as it is (here a nonsense one: the transcript as a path)
-    assert all(ex.audio.endswith(ex.text) and not ex.meta.get("audio_from_video") for ex in splits["train"])
+    assert all(ex.audio.endswith(ex.text) for ex in splits["train"])
 
 
 def test_a_modality_without_training_examples_is_an_error_naming_it(tmp_path, demo_tree):

@@ -35,17 +35,18 @@ def label_set_from_config(data: DataConfig, splits: Splits | None = None) -> Lab
     return get_label_set(data.label_set, data.labels)
 
 
-def video_feeds_audio(splits: Splits, model: ModelConfig) -> Splits:
-    """Each example's video file (or its bytes) also feeds the audio, its track, when the model reads audio and
-    the source gives no audio at all: a folder of clips with a ``video`` column trains on both, as ``predict``
-    reads them. A source with an audio column keeps it as it is."""
+def video_feeds_audio(splits: Splits) -> Splits:
+    """Each example's video file (or its bytes) also feeds the audio, its track, when the source gives no audio
+    at all: a folder of clips with a ``video`` column trains on both, as ``predict`` reads them. A source with an
+    audio column keeps it as it is; a model without audio never reads the field. The field is filled whatever the
+    model's modalities, so that an example's embedding-cache key is the same in every run of an ablation."""
     every = [ex for name in splits.names() for ex in splits.splits[name]]
-    if "audio" not in model.modalities or any(ex.audio is not None for ex in every):
+    if any(ex.audio is not None for ex in every):
         return splits
     for ex in every:
         if ex.video is not None and is_video_file(ex.video):
             ex.audio = ex.video
-            ex.meta["audio_from_video"] = True
+    splits.columns = {**splits.columns, "audio": f"the audio track of {_column(splits.columns, 'video')}"}
     return splits
 
 
@@ -56,11 +57,8 @@ def describe_inputs(splits: Splits, model: ModelConfig) -> str:
     parts = []
     for m in model.modalities:
         fields = {"text": ["text"], "audio": ["audio"], "vision": ["video", "image"]}[m]
-        if m == "audio" and any(ex.meta.get("audio_from_video") for ex in every):
-            source = f"the audio track of {_column(cols, 'video')}"
-        else:
-            used = [f for f in fields if any(getattr(ex, f) is not None for ex in every)]
-            source = " + ".join(_column(cols, f) for f in used) or "nothing"
+        used = [f for f in fields if any(getattr(ex, f) is not None for ex in every)]
+        source = " + ".join(_column(cols, f) for f in used) or "nothing"
         count = sum(any(getattr(ex, f) is not None for f in fields) or (m == "audio" and ex.audio is not None)
                     for ex in every)
         parts.append(f"{m} <- {source} ({count} of {len(every)} examples)")
@@ -68,6 +66,8 @@ def describe_inputs(splits: Splits, model: ModelConfig) -> str:
 
 
 def _column(columns: dict[str, str], field: str) -> str:
+    if field == "audio" and columns.get("audio", "").startswith("the audio track"):
+        return columns["audio"]
     return f"column {columns[field]!r}" if field in columns else f"the {field} field"
 
 
@@ -123,7 +123,7 @@ def apply_labels(examples: list[Example], label_set: LabelSet, label_map: dict[s
 def load_splits(config: Config) -> tuple[Splits, LabelSet]:
     """Examples for every split the source has, labels checked, auxiliary corpora joined, context attached."""
     data = config.data
-    splits = video_feeds_audio(read_source(data), config.model)
+    splits = video_feeds_audio(read_source(data))
     label_set = label_set_from_config(data, splits)
     log.info(describe_inputs(splits, config.model))
     corpora: dict[str, list[Example]] = {name: apply_labels(examples, label_set, data.label_map, name)

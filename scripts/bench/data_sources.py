@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="train from every source this many times, interleaved")
     parser.add_argument("--sweep-epochs", type=int, default=2, help="epochs per run of the cache sweeps")
     parser.add_argument("--sweep-max-examples", type=int, help="data.max_examples of the cache sweeps")
+    parser.add_argument("--skip-epochs", action="store_true", help="no per-epoch trainings (then no Ray part)")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -165,7 +166,7 @@ def main() -> None:
         tmp = Path(tmp)
         sources = build_sources(data, tmp / "sources")
         payload["per_epoch"] = {}
-        for r in range(args.rounds):  # interleaved, so that a busier minute of the machine hits every source alike
+        for r in range(0 if args.skip_epochs else args.rounds):  # interleaved, so that a busier minute of the machine hits every source alike
             for name, section in sources.items():
                 print(f"--- training from {name} (round {r + 1}) ---", flush=True)
                 run = per_epoch(args.config, section, args.epochs, tmp / "runs" / f"{name}-{r}")
@@ -176,8 +177,8 @@ def main() -> None:
             every = [t for epochs in run["rounds"] for t in epochs]
             run["mean_epoch_s"] = round(sum(every) / len(every), 1)
             run["epoch_s"] = every
-        base = payload["per_epoch"]["files"]["mean_epoch_s"]
-        for name in ("videofolder", "parquet"):
+        base = payload["per_epoch"]["files"]["mean_epoch_s"] if payload["per_epoch"] else 0
+        for name in ("videofolder", "parquet") if base else ():
             payload["per_epoch"][name]["vs_files"] = round(payload["per_epoch"][name]["mean_epoch_s"] / base, 3)
         if not args.skip_sweep:
             payload["cache"] = {}
@@ -185,7 +186,7 @@ def main() -> None:
                 print(f"--- cache sweeps on {name} ---", flush=True)
                 payload["cache"][name] = cache_ratio(args.config, sources[name], args.sweep_epochs, tmp / "sweeps" / name,
                                                      args.sweep_max_examples)
-        if not args.skip_ray:
+        if not args.skip_ray and not args.skip_epochs:
             print("--- Ray scoring ---", flush=True)
             payload["ray"] = ray_scoring(tmp / "runs" / "files-0", sources["parquet"]["data_files"]["test"], 16)
     for run in payload["per_epoch"].values():
