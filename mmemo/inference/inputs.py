@@ -80,13 +80,13 @@ def check_input_types(text=None, audio=None, video=None, image=None, context=Non
         fail("speaker", "a string", speaker)
     if audio is not None and not (is_path(audio) or is_audio_pair(audio) or is_encoded(audio) or is_decoder(audio)):
         hint = "; an array needs its sample rate: audio=(array, sample_rate)" if hasattr(audio, "shape") else ""
-        fail("audio", "a path, bytes or (array, sample_rate)", audio, hint)
+        fail("audio", "a path or (array, sample_rate) (or a file's bytes)", audio, hint)
     if video is not None and not (is_path(video) or hasattr(video, "shape") or isinstance(video, (list, tuple))
                                   or is_encoded(video) or is_decoder(video)):
-        fail("video", "a path, bytes, a frames array/tensor or a list of images", video)
+        fail("video", "a path, a frames array/tensor or a list of images (or a file's bytes)", video)
     if image is not None and not (is_path(image) or isinstance(image, Image.Image) or hasattr(image, "shape")
                                   or is_encoded(image)):
-        fail("image", "a path, bytes, a PIL image or an array/tensor", image)
+        fail("image", "a path, a PIL image or an array/tensor (or a file's bytes)", image)
     if context is not None:
         if isinstance(context, str) or not isinstance(context, Sequence):
             fail("context", "a list of strings or (speaker, text) pairs", context)
