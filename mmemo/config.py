@@ -37,8 +37,10 @@ class DataConfig:
     registry: ClassVar[Registry] = READERS
     path_fields: ClassVar[tuple[str, ...]] = ()  # fields holding paths, resolved against the config file's folder
 
-    source: str = "meld"  # the reader: meld, emorynlp, manifest (`mmemo models` lists them)
-    label_set: str = "meld7"  # a named label set (mmemo/labels.py): meld7, meld_sentiment, emorynlp7, ravdess8, ...
+    source: str = "meld"  # the reader: meld, emorynlp, manifest, hf (`mmemo models` lists them)
+    # a named label set (mmemo/labels.py): meld7, meld_sentiment, emorynlp7, ravdess8, ...; null: the source's own
+    # (a datasets ClassLabel column's names)
+    label_set: str | None = "meld7"
     labels: list[str] | None = None  # an explicit label list instead of a named label set
     label_map: dict[str, str | None] = field(default_factory=dict)  # raw label -> label; null drops the row
     sample_rate: int = 16000  # audio is decoded to mono at this rate
@@ -216,9 +218,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        sections = [a for a in args if dataclasses.is_dataclass(a)]
-        if isinstance(value, dict) and len(sections) == 1:  # a section that may be null: its own error names the key
-            return from_dict(sections[0], value, key)
+        given = [a for a in args if a is not type(None)]
+        if len(given) == 1 and dataclasses.is_dataclass(given[0]):  # an optional section: its own errors name the key
+            return _coerce(value, given[0], key)
         errors = []
         # Try non-container types first so that "auto" matches a Literal before list[float].
         for arg in sorted(args, key=lambda a: typing.get_origin(a) in (list, dict)):
@@ -551,7 +553,8 @@ def validate(config: Config) -> None:
     if config.data.main_label_map:
         raise ConfigError("data.main_label_map: only an auxiliary corpus (data.auxiliary.NAME) maps its labels onto "
                           "the main corpus's")
-    main_classes = {c.lower() for c in get_label_set(config.data.label_set, config.data.labels).names}
+    main_classes = ({c.lower() for c in get_label_set(config.data.label_set, config.data.labels).names}
+                    if config.data.auxiliary else set())
     for name, aux in config.data.auxiliary.items():
         key = f"data.auxiliary.{name}"
         if aux.auxiliary:

@@ -30,6 +30,7 @@ from mmemo.config import (
     type_name,
 )
 from mmemo.data.faces import FacesConfig
+from mmemo.data.splits import SplitConfig
 from mmemo.registry import ENCODERS, FUSIONS, LOSS_TERMS, READERS, Registry
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -134,6 +135,12 @@ def render() -> str:
         "",
         "### Readers (`data.source`)",
         *registered(READERS, DataConfig, "source"),
+        "",
+        "### `data.split` (manifest, hf)",
+        "",
+        SplitConfig.__doc__.strip() + " Source: `mmemo/data/splits.py`",
+        "",
+        *table(SplitConfig, prefix="data.split."),
         "",
         "## `model`",
         "",

@@ -37,9 +37,13 @@ class Example:
 
 @dataclass
 class Splits:
-    """Examples per split name (train, dev, test), as a reader returns them."""
+    """Examples per split name (train, dev, test), as a reader returns them. ``labels``: the class names the
+    source declares (a ``datasets`` ClassLabel), used when the config names no label set; ``columns``: which
+    column fed each field, for the log line that says so."""
 
     splits: dict[str, list[Example]]
+    labels: list[str] | None = None
+    columns: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> list[Example]:
         return self.splits[name]

@@ -14,6 +14,7 @@ from pathlib import Path
 from mmemo.config import Config, DataConfig, ModelConfig
 from mmemo.data.context import attach_context
 from mmemo.data.examples import Example, Splits
+from mmemo.data.media import is_video_file
 from mmemo.data.readers.manifest import read_manifest_file
 from mmemo.errors import DataError
 from mmemo.labels import LabelSet, get_label_set
@@ -22,8 +23,63 @@ from mmemo.registry import READERS
 log = logging.getLogger(__name__)
 
 
-def label_set_from_config(data: DataConfig) -> LabelSet:
+def label_set_from_config(data: DataConfig, splits: Splits | None = None) -> LabelSet:
+    """The configured label set; with none configured, the classes the source declares (a ClassLabel's names),
+    which are then written into ``data.labels`` so that the run's config and the saved model carry them."""
+    if data.label_set is None and not data.labels:
+        if splits is None or not splits.labels:
+            raise DataError("data.label_set: none given, and the source declares no classes (no ClassLabel label "
+                            "column); set data.label_set or data.labels")
+        data.labels = list(splits.labels)
+        log.info("labels from the source's ClassLabel column: %s", ", ".join(data.labels))
     return get_label_set(data.label_set, data.labels)
+
+
+def video_feeds_audio(splits: Splits) -> Splits:
+    """Each example's video file (or its bytes) also feeds the audio, its track, when the source gives no audio
+    at all: a folder of clips with a ``video`` column trains on both, as ``predict`` reads them. A source with an
+    audio column keeps it as it is; a model without audio never reads the field. The field is filled whatever the
+    model's modalities, so that an example's embedding-cache key is the same in every run of an ablation."""
+    every = [ex for name in splits.names() for ex in splits.splits[name]]
+    if any(ex.audio is not None for ex in every):
+        return splits
+    for ex in every:
+        if ex.video is not None and is_video_file(ex.video):
+            ex.audio = ex.video
+    splits.columns = {**splits.columns, "audio": f"the audio track of {_column(splits.columns, 'video')}"}
+    return splits
+
+
+def describe_inputs(splits: Splits, model: ModelConfig) -> str:
+    """One line saying which column feeds each modality the model reads (and how many examples have it)."""
+    every = [ex for name in splits.names() for ex in splits.splits[name]]
+    cols = splits.columns
+    parts = []
+    for m in model.modalities:
+        fields = {"text": ["text"], "audio": ["audio"], "vision": ["video", "image"]}[m]
+        used = [f for f in fields if any(getattr(ex, f) is not None for ex in every)]
+        source = " + ".join(_column(cols, f) for f in used) or "nothing"
+        count = sum(any(getattr(ex, f) is not None for f in fields) or (m == "audio" and ex.audio is not None)
+                    for ex in every)
+        parts.append(f"{m} <- {source} ({count} of {len(every)} examples)")
+    return "inputs: " + "; ".join(parts)
+
+
+def _column(columns: dict[str, str], field: str) -> str:
+    if field == "audio" and columns.get("audio", "").startswith("the audio track"):
+        return columns["audio"]
+    return f"column {columns[field]!r}" if field in columns else f"the {field} field"
+
+
+def check_modalities(splits: Splits, model: ModelConfig, split: str = "train") -> None:
+    """A modality the model reads that no example of ``split`` has is an error naming it: training it would
+    leave its encoder untrained and the model silently ignoring that input."""
+    examples = splits.splits.get(split, [])
+    fields = {"text": ("text",), "audio": ("audio",), "vision": ("video", "image")}
+    for m in model.modalities:
+        if examples and not any(getattr(ex, f) is not None for ex in examples for f in fields[m]):
+            raise DataError(f"model.modalities: {m} has no {split} example (no {' or '.join(fields[m])} in any "
+                            f"row); map its column in data.columns, or leave {m} out of model.modalities")
 
 
 def read_source(data: DataConfig) -> Splits:
@@ -67,8 +123,9 @@ def apply_labels(examples: list[Example], label_set: LabelSet, label_map: dict[s
 def load_splits(config: Config) -> tuple[Splits, LabelSet]:
     """Examples for every split the source has, labels checked, auxiliary corpora joined, context attached."""
     data = config.data
-    label_set = label_set_from_config(data)
-    splits = read_source(data)
+    splits = video_feeds_audio(read_source(data))
+    label_set = label_set_from_config(data, splits)
+    log.info(describe_inputs(splits, config.model))
     corpora: dict[str, list[Example]] = {name: apply_labels(examples, label_set, data.label_map, name)
                                          for name, examples in splits.splits.items()}
     auxiliary: list[list[Example]] = []

@@ -1,5 +1,6 @@
 """Decoding media into tensors: torchcodec (FFmpeg) for audio (PyAV where it cannot load), PyAV for video
-frames, PIL for images; besides files, the in-memory values the Python API accepts (arrays, tensors, PIL images).
+frames, PIL for images; besides files, the in-memory values the Python API accepts (arrays, tensors, PIL images,
+encoded bytes such as a ``datasets`` cell holds, and torchcodec decoders).
 
 Every failure becomes a ``MediaError`` that names the file (or the in-memory input) and a short reason,
 so a corrupt clip can be skipped and counted instead of stopping a run with a traceback from inside a
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import logging
 import math
 import os
@@ -51,6 +53,37 @@ def _check_file(path: str | os.PathLike) -> Path:
     return p
 
 
+class MediaBytes(bytes):
+    """An encoded media file held in memory (a ``datasets`` cell's bytes, say), with a name for messages: the
+    media report then names the row it came from, as it names a file."""
+
+    name: str
+
+    def __new__(cls, data: bytes, name: str = "") -> MediaBytes:
+        obj = super().__new__(cls, data)
+        obj.name = name
+        return obj
+
+    def __reduce__(self):  # DataLoader workers and Ray actors receive a copy
+        return type(self), (bytes(self), self.name)
+
+
+def is_encoded(value: object) -> bool:
+    """Encoded bytes of a media file (wav, mp4, png...), as opposed to decoded samples or pixels."""
+    return isinstance(value, (bytes, bytearray, memoryview))
+
+
+def _source(source: Any) -> tuple[Any, str]:
+    """(what a decoder opens: a path or a file-like object over bytes, the name messages use)."""
+    if is_encoded(source):
+        name = describe(source)
+        if len(source) == 0:
+            raise MediaError(name, "empty file")
+        return io.BytesIO(bytes(source)), name
+    p = _check_file(source)
+    return p, str(p)
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     if not text:
@@ -66,19 +99,20 @@ def load_audio(
     max_seconds: float | None = None,
     start: float = 0.0,
 ) -> torch.Tensor:
-    """Mono float32 waveform at ``sample_rate`` from any FFmpeg-readable file (wav, flac, mp3, mp4...).
+    """Mono float32 waveform at ``sample_rate`` from any FFmpeg-readable file (wav, flac, mp3, mp4...), or from
+    such a file's bytes in memory.
 
     torchcodec decodes when it can load; where it cannot (no FFmpeg shared libraries on the machine), PyAV,
     which ships its own FFmpeg, does the same job, so audio still works after a plain ``pip install``.
     """
-    p = _check_file(path)
+    p, name = _source(path)
     stop = None if max_seconds is None else start + max_seconds
     decode = _torchcodec_samples if audio_backend() == "torchcodec" else _pyav_samples
-    wav = decode(p, sample_rate, start, stop).to(torch.float32).contiguous()
+    wav = decode(p, sample_rate, start, stop, name).to(torch.float32).contiguous()
     if wav.numel() == 0:
-        raise MediaError(p, "zero-length audio")
+        raise MediaError(name, "zero-length audio")
     if not torch.isfinite(wav).all():
-        raise MediaError(p, "cannot decode audio", "non-finite samples")
+        raise MediaError(name, "cannot decode audio", "non-finite samples")
     return wav
 
 
@@ -93,24 +127,26 @@ def audio_backend() -> str:
     return "torchcodec"
 
 
-def _torchcodec_samples(p: Path, sample_rate: int, start: float, stop: float | None) -> torch.Tensor:
+def _torchcodec_samples(p: Path | io.BytesIO, sample_rate: int, start: float, stop: float | None,
+                        name: str) -> torch.Tensor:
     from torchcodec.decoders import AudioDecoder
 
     try:
-        decoder = AudioDecoder(str(p), sample_rate=sample_rate, num_channels=1)
+        decoder = AudioDecoder(p.getvalue() if isinstance(p, io.BytesIO) else str(p), sample_rate=sample_rate,
+                               num_channels=1)
     except (RuntimeError, ValueError) as exc:
         msg = str(exc).lower()
         if "no audio stream" in msg or "no valid stream" in msg or "best stream" in msg or "audio stream" in msg:
-            raise MediaError(p, "no audio track") from None
-        raise MediaError(p, "cannot decode audio", _short(exc)) from None
+            raise MediaError(name, "no audio track") from None
+        raise MediaError(name, "cannot decode audio", _short(exc)) from None
     try:
         samples = decoder.get_samples_played_in_range(start, stop).data
     except (RuntimeError, ValueError) as exc:
-        raise MediaError(p, "cannot decode audio", _short(exc)) from None
+        raise MediaError(name, "cannot decode audio", _short(exc)) from None
     return samples.mean(dim=0) if samples.dim() == 2 else samples
 
 
-def _pyav_samples(p: Path, sample_rate: int, start: float, stop: float | None) -> torch.Tensor:
+def _pyav_samples(p: Path | io.BytesIO, sample_rate: int, start: float, stop: float | None, name: str) -> torch.Tensor:
     """The samples played from ``start`` to ``stop`` (seconds on the stream's clock, as torchcodec counts),
     downmixed and resampled by FFmpeg's swresample."""
     import av
@@ -119,9 +155,9 @@ def _pyav_samples(p: Path, sample_rate: int, start: float, stop: float | None) -
     first = None  # the time of the first decoded sample
     count = 0
     try:
-        with av.open(str(p)) as container:
+        with av.open(p if isinstance(p, io.BytesIO) else str(p)) as container:
             if not container.streams.audio:
-                raise MediaError(p, "no audio track")
+                raise MediaError(name, "no audio track")
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
             for frame in container.decode(stream):
@@ -136,7 +172,7 @@ def _pyav_samples(p: Path, sample_rate: int, start: float, stop: float | None) -
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(p, "cannot decode audio", _short(exc)) from None
+        raise MediaError(name, "cannot decode audio", _short(exc)) from None
     wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     first = first or 0.0
     begin = max(0, round((start - first) * sample_rate))
@@ -195,21 +231,23 @@ def load_video_frames(path: str | os.PathLike, num_frames: int = 8, size: int | 
     that will be shrunk by half or more is decoded without the deblocking filter. Together this
     decodes a 720p h264 clip in about a third of the time of decoding every frame.
     """
-    p = _check_file(path)
-    if p.suffix.lower() in IMAGE_SUFFIXES:
-        return load_image(p, size)
+    p, name = _source(path)
+    if (isinstance(p, Path) and p.suffix.lower() in IMAGE_SUFFIXES) or (isinstance(p, io.BytesIO) and _is_image(p)):
+        return load_image(p, size) if isinstance(p, Path) else read_image(path, size)
     import av
 
     try:
-        frames, shift, spacing, skipped = _sample_frames(p, num_frames, size, skip=True)
+        frames, shift, spacing, skipped = _sample_frames(p, num_frames, size, skip=True, name=name)
         if skipped and (not frames or shift > spacing / 2):
-            frames, *_ = _sample_frames(p, num_frames, size, skip=False)
+            if isinstance(p, io.BytesIO):
+                p.seek(0)
+            frames, *_ = _sample_frames(p, num_frames, size, skip=False, name=name)
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
-        raise MediaError(p, "cannot decode video", _short(exc)) from None
+        raise MediaError(name, "cannot decode video", _short(exc)) from None
     if not frames:
-        raise MediaError(p, "no video frames")
+        raise MediaError(name, "no video frames")
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -217,14 +255,15 @@ def load_video_frames(path: str | os.PathLike, num_frames: int = 8, size: int | 
 DEBLOCK_SKIP_SCALE = 2.0
 
 
-def _sample_frames(p: Path, num_frames: int, size: int | None, skip: bool) -> tuple[list[np.ndarray], float, float, bool]:
+def _sample_frames(p: Path | io.BytesIO, num_frames: int, size: int | None, skip: bool, name: str = ""
+                   ) -> tuple[list[np.ndarray], float, float, bool]:
     """The sampled frames, the largest time by which one precedes its target, the time between samples
     (seconds), and whether frames were skipped."""
     import av
 
-    with av.open(str(p)) as container:
+    with av.open(p if isinstance(p, io.BytesIO) else str(p)) as container:
         if not container.streams.video:
-            raise MediaError(p, "no video track")
+            raise MediaError(name or str(p), "no video track")
         stream = container.streams.video[0]
         # FFmpeg's slice threads (PyAV's default) where a frame has several slices; no frame threads:
         # on a short clip their start-up costs more than they gain. DataLoader workers decode in parallel
@@ -303,6 +342,19 @@ def _decode_at(container, stream, times: list[float], tolerance: float, size: in
     return picked, shift
 
 
+def _is_image(data: io.BytesIO) -> bool:
+    """Whether encoded bytes are a still image PIL opens (read from the header alone)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(data):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+    finally:
+        data.seek(0)
+
+
 def load_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor:
     """An image as a one-frame video, uint8 ``[1, 3, H, W]``; greyscale becomes three equal channels."""
     p = _check_file(path) if not hasattr(path, "read") else path
@@ -372,12 +424,21 @@ def media_kind(path: str | os.PathLike) -> str:
     return "unknown"
 
 
+def is_video_file(value: object) -> bool:
+    """A video file, by its name, or encoded bytes that are not a still image: its audio track can stand in
+    for the audio."""
+    if is_path(value):
+        return Path(value).suffix.lower() in VIDEO_SUFFIXES
+    return is_encoded(value) and len(value) > 0 and not _is_image(io.BytesIO(bytes(value)))
+
+
 def media_duration(path: str | os.PathLike) -> float | None:
-    """The duration in seconds a file's header gives (no decoding), or None when it gives none."""
+    """The duration in seconds a file's header gives (no decoding), or None when it gives none; also for a
+    file's bytes in memory."""
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(io.BytesIO(bytes(path)) if is_encoded(path) else str(path)) as container:
             if container.duration is not None:
                 return container.duration / 1_000_000
             durations = [float(s.duration * s.time_base) for s in container.streams if s.duration is not None]
@@ -445,8 +506,21 @@ def media_identity(value: Any) -> Any:
         return ["array", array.dtype.str, list(array.shape), _content_digest(array.reshape(-1).view(np.uint8))]
     if isinstance(value, (list, tuple)):
         return ["list", [media_identity(v) for v in value]]
+    if is_decoder(value):
+        encoded = getattr(value, "_hf_encoded", None)  # what `datasets` decoded it from: {"path", "bytes"}
+        if isinstance(encoded, dict) and (encoded.get("bytes") or encoded.get("path")):
+            return media_identity(encoded.get("bytes") or encoded["path"])
+        frames = len(value) if hasattr(value, "__len__") else 0
+        probe = value.get_frames_at(uniform_indices(frames, 8)).data if frames else value.get_all_samples().data
+        return ["decoder", type(value).__name__, str(getattr(value, "metadata", "")), media_identity(probe)]
     raise TypeError(f"cannot identify an input of type {type(value).__name__} ({describe(value)}); expected a path, "
                     "an array, a tensor, a PIL image, bytes or (array, sample_rate)")
+
+
+def is_decoder(value: object) -> bool:
+    """A torchcodec ``AudioDecoder``/``VideoDecoder`` (what ``datasets`` gives for Audio and Video cells)."""
+    return type(value).__module__.startswith(("torchcodec", "datasets")) and (
+        hasattr(value, "get_all_samples") or hasattr(value, "get_frames_at"))
 
 
 def is_audio_pair(value: object) -> bool:
@@ -459,6 +533,12 @@ def describe(source: object) -> str:
     """A short name for an input, for messages: its path, or what kind of in-memory value it is."""
     if is_path(source):
         return str(source)
+    if isinstance(source, MediaBytes) and source.name:
+        return source.name
+    if is_encoded(source):
+        return f"{len(source)} bytes in memory"
+    if is_decoder(source):
+        return type(source).__name__
     if _is_pil(source):
         return f"PIL image {source.mode} {source.width}x{source.height}"
     if isinstance(source, tuple) and len(source) == 2 and not _is_pil(source[0]):
@@ -479,9 +559,15 @@ def read_audio(source, sample_rate: int = 16000, max_seconds: float | None = Non
     The array is ``[samples]``, ``[channels, samples]`` (torchaudio) or ``[samples, channels]``
     (soundfile), float in [-1, 1] or integer PCM; it is cut at ``max_seconds`` before resampling.
     """
-    if is_path(source):
+    if is_path(source) or is_encoded(source):
         return load_audio(source, sample_rate, max_seconds)
     name = describe(source)
+    if is_decoder(source):
+        try:
+            samples = source.get_samples_played_in_range(0.0, max_seconds)
+        except (RuntimeError, ValueError) as exc:
+            raise MediaError(name, "cannot decode audio", _short(exc)) from None
+        source = (samples.data, int(samples.sample_rate))
     array, rate = source
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
         raise MediaError(name, "invalid sample rate", f"expected a positive integer, got {rate!r}")
@@ -549,9 +635,14 @@ def _resize_like_decoder(frames: torch.Tensor, size: int | None) -> torch.Tensor
 def read_video(source, num_frames: int = 8, size: int | None = None) -> torch.Tensor:
     """``num_frames`` uint8 frames ``[K, 3, H, W]`` from a path, a ``[T, H, W, C]`` / ``[T, C, H, W]``
     array or tensor, or a list of PIL images or ``[H, W, C]`` arrays; sampled as for a file."""
-    if is_path(source):
+    if is_path(source) or is_encoded(source):
         return load_video_frames(source, num_frames, size)
     name = describe(source)
+    if is_decoder(source):
+        try:
+            source = source.get_frames_at(uniform_indices(len(source), num_frames)).data
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise MediaError(name, "cannot decode video", _short(exc)) from None
     if isinstance(source, (list, tuple)):
         if not source:
             raise MediaError(name, "no video frames")
@@ -574,9 +665,17 @@ def read_image(source, size: int | None = None) -> torch.Tensor:
     ``[H, W]`` / ``[H, W, C]`` / ``[C, H, W]`` array or tensor (resized through PIL, as a file is)."""
     if is_path(source):
         return load_image(source, size)
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     name = describe(source)
+    if is_encoded(source):
+        if len(source) == 0:
+            raise MediaError(name, "empty file")
+        try:
+            with Image.open(io.BytesIO(bytes(source))) as img:
+                return image_to_frames(img, size)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise MediaError(name, "cannot decode image", _short(exc)) from None
     if not _is_pil(source):
         pixels = torch.as_tensor(np.asarray(source)) if not isinstance(source, torch.Tensor) else source.detach().cpu()
         if pixels.dim() == 2:

@@ -10,6 +10,9 @@ Inputs (keywords of ``predict``; rows of ``predict_batch``):
   (NumPy or torch, uint8 or float in [0, 1]) or a list of PIL images. A video file's audio track is the
   audio input unless ``audio`` is given.
 - ``image``: a path (jpg, png, ...), a PIL image, or an ``[H, W]`` / ``[H, W, C]`` / ``[C, H, W]`` array.
+- Any media input may also be a file's encoded bytes, and audio and video a torchcodec ``AudioDecoder`` /
+  ``VideoDecoder``; the values ``datasets`` gives for Audio, Video and Image cells are turned into these by
+  ``mmemo.data.cells.media_value`` (``predict_batch`` does it for every row).
 
 Long inputs follow the rule the model was trained with: audio longer than the saved config's
 ``data.max_audio_seconds`` is cut to its first that many seconds, and vision samples ``data.num_frames``
@@ -44,8 +47,11 @@ from mmemo.data.media import (
     MediaError,
     describe,
     is_audio_pair,
+    is_decoder,
+    is_encoded,
     is_path,
     is_url,
+    is_video_file,
     media_duration,
 )
 
@@ -72,13 +78,15 @@ def check_input_types(text=None, audio=None, video=None, image=None, context=Non
         fail("text", "a string", text)
     if speaker is not None and not isinstance(speaker, str):
         fail("speaker", "a string", speaker)
-    if audio is not None and not (is_path(audio) or is_audio_pair(audio)):
+    if audio is not None and not (is_path(audio) or is_audio_pair(audio) or is_encoded(audio) or is_decoder(audio)):
         hint = "; an array needs its sample rate: audio=(array, sample_rate)" if hasattr(audio, "shape") else ""
-        fail("audio", "a path or (array, sample_rate)", audio, hint)
-    if video is not None and not (is_path(video) or hasattr(video, "shape") or isinstance(video, (list, tuple))):
-        fail("video", "a path, a frames array/tensor or a list of images", video)
-    if image is not None and not (is_path(image) or isinstance(image, Image.Image) or hasattr(image, "shape")):
-        fail("image", "a path, a PIL image or an array/tensor", image)
+        fail("audio", "a path or (array, sample_rate) (or a file's bytes)", audio, hint)
+    if video is not None and not (is_path(video) or hasattr(video, "shape") or isinstance(video, (list, tuple))
+                                  or is_encoded(video) or is_decoder(video)):
+        fail("video", "a path, a frames array/tensor or a list of images (or a file's bytes)", video)
+    if image is not None and not (is_path(image) or isinstance(image, Image.Image) or hasattr(image, "shape")
+                                  or is_encoded(image)):
+        fail("image", "a path, a PIL image or an array/tensor (or a file's bytes)", image)
     if context is not None:
         if isinstance(context, str) or not isinstance(context, Sequence):
             fail("context", "a list of strings or (speaker, text) pairs", context)
@@ -97,8 +105,8 @@ def make_example(example_id: str = "input", text: str | None = None, audio: Any 
 
 
 def with_video_audio(example: Example) -> Example:
-    """A video file's audio track becomes the audio input when no audio is given."""
-    if example.audio is None and is_path(example.video) and Path(example.video).suffix.lower() in VIDEO_SUFFIXES:
+    """A video file's audio track (a path or the file's bytes) becomes the audio input when no audio is given."""
+    if example.audio is None and example.video is not None and is_video_file(example.video):
         example.audio = example.video
         example.meta["audio_from_video"] = True
     return example
@@ -204,8 +212,10 @@ class InputPreparer:
         """Warnings for inputs longer than the model reads (the long-input rule in the module docstring)."""
         if modality == "audio" and self.max_audio_seconds is not None:
             source = example.audio
-            if is_path(source):
+            if is_path(source) or is_encoded(source):
                 seconds = media_duration(source)
+            elif is_decoder(source):
+                seconds = getattr(getattr(source, "metadata", None), "duration_seconds", None)
             else:
                 array, rate = source
                 seconds = max(np.shape(array) or (0,)) / int(rate)

@@ -48,3 +48,23 @@ def ranked(probs: dict[str, float], k: int | None = None) -> list[dict[str, Any]
         raise ValueError(f"top_k: expected a positive number of classes, got {k}")
     order = sorted(probs.items(), key=lambda kv: -kv[1])
     return [{"label": name, "score": score} for name, score in order[:k]]
+
+
+# The columns ``prediction_columns`` makes, in order: what ``ds.map(recognizer, batched=True)`` adds to a dataset,
+# and what Ray scoring writes.
+PREDICTION_COLUMNS = ("pred_label", "pred_score", "pred_probs", "pred_modalities", "pred_warnings", "pred_error")
+
+
+def prediction_columns(preds: list[Prediction], labels: list[str]) -> dict[str, list[Any]]:
+    """Predictions as columns of plain values (Arrow- and Parquet-friendly), one row per prediction, in order:
+    ``pred_label``, ``pred_score`` (its probability), ``pred_probs`` (every class, in ``labels`` order),
+    ``pred_modalities``, ``pred_warnings`` and ``pred_error`` (None unless no input was usable). Prefixed, so
+    that they sit beside a dataset's own ``label`` column."""
+    return {
+        "pred_label": [p.label for p in preds],
+        "pred_score": [p.probs[p.label] if p.label is not None else None for p in preds],
+        "pred_probs": [[p.probs[name] for name in labels] if p.probs else None for p in preds],
+        "pred_modalities": [list(p.modalities) for p in preds],
+        "pred_warnings": [list(p.warnings) for p in preds],
+        "pred_error": [p.error for p in preds],
+    }

@@ -25,10 +25,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmemo.config import Config
+from mmemo.data.cells import media_value
 from mmemo.data.dataset import Collator
 from mmemo.data.examples import Example
-from mmemo.data.loading import examples_to_predict
+from mmemo.data.loading import examples_to_predict, with_context
 from mmemo.data.media import describe, is_path
+from mmemo.data.readers.hf import read_split
 from mmemo.errors import ConfigError, InputError
 from mmemo.inference.enrollment import (
     Enrollment,
@@ -39,7 +41,7 @@ from mmemo.inference.enrollment import (
     save_enrollments,
 )
 from mmemo.inference.inputs import INPUT_FIELDS, InputPreparer, PreparedInputs, make_example, with_video_audio
-from mmemo.inference.prediction import Prediction, ranked
+from mmemo.inference.prediction import Prediction, prediction_columns, ranked
 from mmemo.inference.streaming import EmotionStream
 from mmemo.inference.timeline import Timeline, TimelineRun
 from mmemo.labels import LabelSet
@@ -196,21 +198,33 @@ class EmotionRecognizer:
 
     # -- prediction --------------------------------------------------------------------------------
     def __call__(self, inputs: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None = None, *,
-                 top_k: int | None = 1, **keywords: Any) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+                 top_k: int | None = 1, columns: dict[str, str] | None = None, **keywords: Any
+                 ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | dict[str, list[Any]]:
         """Pipeline-shaped output, as transformers pipelines return it: ``[{"label", "score"}, ...]``, highest
         score first, ``top_k`` classes (None: every class). ``inputs`` is a text, a dict of ``predict``
         keywords, or a list of those (then one such list per input, through ``predict_batch``); or give the
-        ``predict`` keywords themselves: ``recognizer(video="clip.mp4", top_k=3)``."""
+        ``predict`` keywords themselves: ``recognizer(video="clip.mp4", top_k=3)``.
+
+        Given a batch from ``datasets``' ``map`` (``ds.map(recognizer, batched=True)``, a column map through
+        ``fn_kwargs={"columns": {...}}``), it returns the prediction columns (``prediction_columns``) to add;
+        columns it does not read are left alone."""
+        if _is_datasets_batch(inputs):
+            n = len(next(iter(inputs.values()), []))
+            rows = [{k: inputs[k][i] for k in inputs} for i in range(n)]
+            preds = self.predict_batch(rows, batch_size=max(1, min(n, 32)), progress=False, columns=columns or {})
+            return prediction_columns(preds, self.labels)
         if inputs is None:
             return self.predict(**keywords, top_k=top_k).top_k
         if keywords:
             raise TypeError("give either inputs or predict() keywords, not both")
+        if columns is not None and isinstance(inputs, (str, Mapping)):
+            raise TypeError("columns maps the keys of a list of inputs or of a dataset's batch")
         if isinstance(inputs, str):
             return self.predict(text=inputs, top_k=top_k).top_k
         if isinstance(inputs, Mapping):
             return self.predict(**inputs, top_k=top_k).top_k
         rows = [{"text": x} if isinstance(x, str) else x for x in inputs]
-        preds = self.predict_batch(rows, batch_size=8, progress=False, top_k=top_k)
+        preds = self.predict_batch(rows, batch_size=8, progress=False, top_k=top_k, columns=columns)
         for i, pred in enumerate(preds):
             if pred.error:
                 raise InputError(f"input {i}: {pred.error}")
@@ -239,9 +253,16 @@ class EmotionRecognizer:
     def predict_batch(self, inputs: Iterable[Mapping[str, Any]] | str | os.PathLike, batch_size: int = 8,
                       num_workers: int = 0, progress: bool = True, columns: dict[str, str] | None = None,
                       num_threads: int | None = None, top_k: int | None = None) -> list[Prediction]:
-        """Predictions for a list of ``predict`` keyword dicts (an ``id`` key is kept), or for every row of
-        a CSV/JSONL manifest (fields as in training manifests, renamed by ``columns``; media paths
-        relative to the manifest's folder), in input order, ``batch_size`` inputs per forward pass.
+        """Predictions for a list of ``predict`` keyword dicts (an ``id`` key is kept), for a ``datasets.Dataset``,
+        or for every row of a CSV/JSONL manifest (fields as in training manifests; media paths relative to the
+        manifest's folder), in input order, ``batch_size`` inputs per forward pass.
+
+        ``columns`` maps fields to the inputs' own names (``{"video": "clip", "text": "transcript"}``); with it,
+        and always for a Dataset, keys it does not use are ignored (without it, an unknown key of a dict is an
+        error, to catch typos). Media values may be what ``datasets`` gives: ``{"path", "bytes"}``,
+        ``{"array", "sampling_rate"}``, torchcodec decoders, PIL images; a Dataset's media columns are read
+        undecoded and decoded once, by mmemo. ``prediction_columns(preds, recognizer.labels)`` turns the
+        result into columns to add (``ds.add_column``).
 
         With ``num_workers`` 0, inputs are decoded in ``num_threads`` threads of this process (default: one
         per input of a batch, at most one per CPU core; 1: one input after another), the next batch while
@@ -300,15 +321,27 @@ class EmotionRecognizer:
         if is_path(inputs):
             examples = examples_to_predict(inputs, self.config, columns)
             return [with_video_audio(ex) for ex in examples] if use_video_audio else examples
+        if _is_dataset(inputs):
+            examples, mapping, _ = read_split(inputs, "input", dict(columns or {}), None, "dataset", require_label=False)
+            for i, ex in enumerate(examples):
+                ex.id = ex.id if "id" in mapping else str(i)
+            examples = with_context(examples, self.config.model) if "context" not in mapping else examples
+            return [with_video_audio(ex) for ex in examples] if use_video_audio else examples
         examples = []
+        wanted = {f: (columns or {}).get(f, f) for f in ("id", *INPUT_FIELDS)}
         for i, row in enumerate(inputs):
             if not isinstance(row, Mapping):
                 raise TypeError(f"predict_batch: input {i}: expected a dict of predict() keywords, got {describe(row)}")
-            unknown = set(row) - set(INPUT_FIELDS) - {"id"}
-            if unknown:
-                raise TypeError(f"predict_batch: input {i}: unknown key(s) {', '.join(sorted(unknown))}; "
-                                f"allowed: id, {', '.join(INPUT_FIELDS)}")
-            fields = {k: v for k, v in row.items() if k != "id"}
+            if columns is None:
+                unknown = set(row) - set(INPUT_FIELDS) - {"id"}
+                if unknown:
+                    raise TypeError(f"predict_batch: input {i}: unknown key(s) {', '.join(sorted(unknown))}; "
+                                    f"allowed: id, {', '.join(INPUT_FIELDS)} (or give columns=... to map fields and "
+                                    "ignore other keys)")
+            else:
+                row = {f: row[c] for f, c in wanted.items() if c in row}
+            fields = {k: (media_value(v, f"input {i}: {k}") if k in ("audio", "video", "image") else v)
+                      for k, v in row.items() if k != "id"}
             try:
                 examples.append(make_example(str(row.get("id", i)), use_video_audio=use_video_audio, **fields))
             except TypeError as exc:
@@ -369,3 +402,21 @@ class EmotionRecognizer:
             q = self.model.classify(out.embeddings, without).float().softmax(-1)
             result[rows, j] = (p_label - q.gather(1, best[:, None])[:, 0])[rows]
         return result
+
+
+def _is_dataset(inputs: Any) -> bool:
+    """A ``datasets.Dataset`` (checked by name first: importing ``datasets`` costs a second)."""
+    if type(inputs).__name__ != "Dataset" or not hasattr(inputs, "column_names"):
+        return False
+    import datasets
+
+    return isinstance(inputs, datasets.Dataset)
+
+
+def _is_datasets_batch(inputs: Any) -> bool:
+    """The batch ``datasets``' ``map(..., batched=True)`` passes to a function: columns of equal length."""
+    if type(inputs).__name__ != "LazyBatch":
+        return False
+    from datasets.formatting.formatting import LazyBatch
+
+    return isinstance(inputs, LazyBatch)

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Sampler
 from mmemo.config import Config, load_config
 from mmemo.data.dataset import Collator, EmotionDataset, MediaIssue, MediaReport
 from mmemo.data.examples import Example, Splits
-from mmemo.data.loading import load_splits
+from mmemo.data.loading import check_modalities, load_splits
+from mmemo.data.splits import write_split_file
 from mmemo.errors import CheckpointError, ConfigError, DataError
 from mmemo.labels import LabelSet
 from mmemo.models.encoders.base import fit_processors
@@ -162,7 +163,12 @@ class Trainer:
         acc.wait_for_everyone()
 
         if splits is None:
+            labels_before = config.data.labels
             splits, label_set = load_splits(config)
+            if acc.is_main_process:
+                write_split_file(splits, self.run_dir)  # which example was in which split, for data.split.file
+                if config.data.labels != labels_before:  # the source's classes: the run's config records them
+                    config.save(self.run_dir / "config.yaml")
         assert label_set is not None
         self.splits, self.label_set = splits, label_set
         self._check_splits()
@@ -236,6 +242,19 @@ class Trainer:
         for name, examples in self.splits.splits.items():
             if not examples:
                 raise DataError(f"split '{name}' is empty (splits found: {have})")
+        check_modalities(self.splits, self.config.model)
+
+    def _check_usable(self, present: torch.Tensor) -> None:
+        """After the first epoch: a modality that no training example could use (every file of it missing or
+        undecodable) is an error naming it, with the media report written, instead of a model that silently
+        ignores that input."""
+        empty = [m for m, n in zip(self.unwrapped.modalities, present.tolist()) if n == 0]
+        if empty:
+            report = self._all_media_issues()
+            if self.accelerator.is_main_process:
+                report.write(self.run_dir)
+            raise DataError(f"model.modalities: {', '.join(empty)} had no usable training example in the first epoch "
+                            f"({report.summary()}; see {self.run_dir / 'media_issues.csv'})")
 
     def _loader(self, examples: list[Example], batch_size: int, sampler: Sampler | None = None,
                 generator: torch.Generator | None = None) -> DataLoader:
@@ -419,8 +438,10 @@ class Trainer:
             self.model.train()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (t.progress and acc.is_main_process),
                        initial=skip, total=len(self.train_loader), leave=False, dynamic_ncols=True)
+            present = torch.zeros(len(self.unwrapped.modalities), dtype=torch.long)
             for batch in bar:
                 self.media.add(batch["issues"])
+                present += batch["present"].sum(0).cpu()
                 with acc.accumulate(self.model):
                     loss = self.compute_loss(batch)
                     self._call("on_before_backward", batch)
@@ -443,6 +464,9 @@ class Trainer:
                         self.should_stop = True
                         break
             bar.close()
+            if epoch == 0 and not skip and not self.should_stop:
+                present = self.accelerator.reduce(present.to(acc.device), reduction="sum").cpu()
+                self._check_usable(present)
             self.state["epoch"] += 1
             self.state["batches_in_epoch"] = 0
             self._evaluate_epoch(epoch, time_before + time.time() - session_start)

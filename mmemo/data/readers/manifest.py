@@ -13,6 +13,7 @@ from typing import ClassVar
 from mmemo.config import DataConfig
 from mmemo.data.examples import Example, Splits
 from mmemo.data.media import is_url
+from mmemo.data.splits import SplitConfig, split_examples
 from mmemo.data.tables import read_table
 from mmemo.errors import ConfigError, DataError
 from mmemo.registry import register_reader
@@ -35,12 +36,16 @@ class ManifestConfig(DataConfig):
     columns: dict[str, str] = field(default_factory=dict)
     split_column: str | None = None  # the column saying which split a row is in (with path)
     splits: dict[str, list[str]] = field(default_factory=dict)  # split -> values of split_column; default: as written
+    split: SplitConfig | None = None  # or divide one table without a split column into train/dev/test
 
     def validate(self, key: str) -> None:
         if not self.path and not self.paths:
             raise ConfigError(f"{key}: a manifest needs path (one table) or paths (one table per split)")
         if self.path and self.paths:
             raise ConfigError(f"{key}: set either path or paths, not both")
+        if self.split is not None and (self.paths or self.split_column):
+            raise ConfigError(f"{key}.split: divides one table without a split column; remove split_column/paths "
+                              "or split")
         for f in self.columns:
             if f not in MANIFEST_FIELDS:
                 raise ConfigError(f"{key}.columns.{f}: unknown field; allowed: {', '.join(MANIFEST_FIELDS)}")
@@ -160,4 +165,8 @@ def read_manifest(
 @register_reader("manifest", config=ManifestConfig)
 def read(config: ManifestConfig) -> Splits:
     """A CSV or JSONL table of text, media paths and labels, one table or one per split."""
-    return read_manifest(config.path, config.paths, config.columns, config.split_column, config.splits)
+    splits = read_manifest(config.path, config.paths, config.columns, config.split_column, config.splits)
+    if config.split is not None:
+        splits = split_examples(splits["train"], config.split)
+    splits.columns = {f: config.columns.get(f, f) for f in MANIFEST_FIELDS}
+    return splits
