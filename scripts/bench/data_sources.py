@@ -18,20 +18,18 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
-from ablation_cache import sweep  # noqa: E402
-from common import RESULTS, write_json  # noqa: E402
+import torch
+from ablation_cache import sweep
+from common import RESULTS, write_json
 
-from mmemo.config import load_config  # noqa: E402
-from mmemo.data.demo import EMOTIONS  # noqa: E402
-from mmemo.data.readers.meld import read_meld  # noqa: E402
-from mmemo.training.trainer import train  # noqa: E402
+from mmemo.config import load_config
+from mmemo.data.demo import EMOTIONS
+from mmemo.data.readers.meld import read_meld
+from mmemo.training.trainer import train
 
 HF_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 COLUMNS = {"text": "text", "video": "clip", "label": "emotion", "speaker": "speaker"}

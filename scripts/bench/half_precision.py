@@ -9,13 +9,11 @@ accuracy of each. Usage: ``python scripts/bench/half_precision.py [--model runs/
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_json  # noqa: E402
-from serve_load import newest_demo_run  # noqa: E402
+from common import RESULTS, write_json
+from serve_load import newest_demo_run
 
 
 def main() -> None:

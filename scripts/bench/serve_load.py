@@ -36,9 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, RESULTS, write_json  # noqa: E402
+from common import REPO, RESULTS, write_json
 
 BAD_KINDS = ("corrupt clip", "unsupported format", "empty text", "server path")
 
