@@ -110,3 +110,28 @@ def shared_data() -> Path:
     if not SHARED.exists():
         pytest.skip("../shared/data is not present")
     return SHARED
+
+
+@pytest.fixture
+def fake_hub(monkeypatch) -> dict:
+    """``huggingface_hub.HfApi`` replaced by one that records what would be uploaded: the repo, the folder's
+    file names and its model card (no network)."""
+    import huggingface_hub
+
+    uploaded: dict = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            uploaded["repo"] = repo_id
+
+        def upload_folder(self, folder_path, repo_id, **kwargs):
+            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            card = Path(folder_path) / "README.md"
+            uploaded["card"] = card.read_text() if card.exists() else None
+            return "https://huggingface.co/me/model/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    return uploaded

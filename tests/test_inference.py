@@ -168,33 +168,15 @@ def test_pickled_checkpoint_is_refused_unless_opted_in(saved, media, tmp_path):
     assert not marker.exists()
 
 
-def test_hub_id_offline_is_a_clear_error_and_push_uploads_the_saved_folder(rec, monkeypatch):
+def test_hub_id_offline_is_a_clear_error_and_push_uploads_the_saved_folder(rec, fake_hub):
     with pytest.raises(FileNotFoundError, match=r"someone/no-such-model: not a local folder, and the Hugging Face Hub"):
         EmotionRecognizer.from_pretrained("someone/no-such-model")
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         EmotionRecognizer.from_pretrained("./no/such/folder")
 
-    uploaded = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, repo_id, **kwargs):
-            uploaded["repo"] = repo_id
-
-        def upload_folder(self, folder_path, repo_id, **kwargs):
-            from pathlib import Path
-
-            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
-            return "https://huggingface.co/me/model/commit/1"
-
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     assert rec.push_to_hub("me/model").endswith("/commit/1")
-    assert uploaded["repo"] == "me/model"
-    assert {"config.yaml", "model.safetensors", "labels.json", "encoders"} <= set(uploaded["files"])
+    assert fake_hub["repo"] == "me/model"
+    assert {"config.yaml", "model.safetensors", "labels.json", "encoders"} <= set(fake_hub["files"])
 
 
 # -------------------------------------------------------------------------------------------------

@@ -237,32 +237,15 @@ def test_run_best_carries_a_model_card_with_dev_and_test_metrics(run_dir):
     assert "| dev |" in card.text and "| test |" in card.text
 
 
-def test_card_survives_save_pretrained_and_goes_to_the_hub(recognizer, tmp_path, monkeypatch):
-    import huggingface_hub
-
+def test_card_survives_save_pretrained_and_goes_to_the_hub(recognizer, tmp_path, fake_hub):
     saved = recognizer.save_pretrained(tmp_path / "copy")
     again = EmotionRecognizer.from_pretrained(saved)
     assert again.card["metrics"] == recognizer.card["metrics"] and again.card["metrics"]["test"]
     assert again.card["encoders"] == recognizer.card["encoders"]
 
-    uploaded = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, repo_id, **kwargs):
-            uploaded["repo"] = repo_id
-
-        def upload_folder(self, folder_path, repo_id, **kwargs):
-            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
-            uploaded["card"] = (Path(folder_path) / "README.md").read_text()
-            return "https://huggingface.co/me/model/commit/1"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     recognizer.push_to_hub("me/model")
-    assert "README.md" in uploaded["files"] and "library_name: mmemo" in uploaded["card"]
-    assert "mmemo_metrics:" in uploaded["card"]
+    assert "README.md" in fake_hub["files"] and "library_name: mmemo" in fake_hub["card"]
+    assert "mmemo_metrics:" in fake_hub["card"]
 
 
 def test_a_model_without_card_or_with_a_broken_one_still_loads(recognizer, tmp_path):

@@ -99,6 +99,19 @@ def scores(examples: list[Example], predictions: list[str], labels: tuple[str, .
     return out
 
 
+def summarise(predictions: dict[str, list[list[str]]], tests: list[list[Example]], label_set: LabelSet) -> dict:
+    """Per method: scores pooled over the folds, mean ± std over the folds, and each fold's."""
+    results = {}
+    for method, per_fold in predictions.items():
+        fold_scores = [scores(test, pred, label_set.names) for test, pred in zip(tests, per_fold)]
+        results[method] = {
+            "pooled": scores([e for t in tests for e in t], [p for pred in per_fold for p in pred], label_set.names),
+            "over_folds": {k: mean_std([s[k] for s in fold_scores if s[k] is not None]) for k in fold_scores[0]},
+            "folds": fold_scores,
+        }
+    return results
+
+
 def split_folds(examples: list[Example], n_folds: int, seed: int) -> list[tuple[list[Example], list[Example], list[Example]]]:
     """(train, validation, test) per fold; identities never cross any of the three."""
     labels = [e.label for e in examples]
@@ -364,14 +377,7 @@ def stage_benchmark(args, examples: list[Example], folds, label_set: LabelSet) -
         start = time.time()
         predictions |= resnet18_on_pasted(args, examples, folds, label_set, faces, args.resnet_epochs)
         minutes["resnet18"] = round((time.time() - start) / 60, 2)
-    results = {}
-    for method, per_fold in predictions.items():
-        fold_scores = [scores(test, pred, label_set.names) for test, pred in zip(tests, per_fold)]
-        results[method] = {
-            "pooled": scores([e for t in tests for e in t], [p for pred in per_fold for p in pred], label_set.names),
-            "over_folds": {k: mean_std([s[k] for s in fold_scores if s[k] is not None]) for k in fold_scores[0]},
-            "folds": fold_scores,
-        }
+    results = summarise(predictions, tests, label_set)
     timing = time_stage(faces)
     print(f"\nfaces, face stage: {len(examples)} images, {args.folds} identity-disjoint folds; pasted: {FACE_WIDTH:.0%} "
           f"of a {FRAME[0]}x{FRAME[1]} frame; HOG at 128 px, logistic regression with C chosen on the validation identities")
@@ -493,14 +499,9 @@ def main() -> None:
         minutes[variant] = round((time.time() - start) / 60, 1)
 
     tests = [test for _, _, test in folds]
-    results = {}
-    for method, per_fold in predictions.items():
-        fold_scores = [scores(test, pred, label_set.names) for test, pred in zip(tests, per_fold)]
-        results[method] = {
-            "pooled": scores([e for t in tests for e in t], [p for pred in per_fold for p in pred], label_set.names),
-            "over_folds": {k: mean_std([s[k] for s in fold_scores if s[k] is not None]) for k in fold_scores[0]},
-            "folds": fold_scores, "minutes": minutes.get(method),
-        }
+    results = summarise(predictions, tests, label_set)
+    for method in results:
+        results[method]["minutes"] = minutes.get(method)
         if method in chosen:
             results[method]["chosen"] = {GRIDS[method][0]: chosen[method]}
     n_colour = sum(is_colour(e) for e in examples)
