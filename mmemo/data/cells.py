@@ -35,7 +35,7 @@ def media_value(value: Any, where: str, base: str | Path | None = None) -> Any:
         return media_value(path, where, base)
     if is_encoded(value):
         return MediaBytes(bytes(value), where) if len(value) else None
-    if isinstance(value, str):
+    if isinstance(value, str):  # a path relative to ``base``; a URL stays as written, to be refused with its reason
         if not value.strip():
             return None
         if is_url(value) or base is None:

@@ -14,7 +14,8 @@ Layout, one folder per encoder fingerprint::
 
 - The **fingerprint** hashes the encoder config (a vision encoder's face-crop settings among it), a digest
   of the encoder's weights, the preprocessing config (``PREPROCESSING_FIELDS``), the source of the modules
-  defining the encoder, its processor and the processor's parts (the face stage), and the mixed precision. Any change selects another folder: a stale entry is never read.
+  defining the encoder, its processor and the processor's parts (the face stage), and the mixed precision.
+  Any change selects another folder: a stale entry is never read.
 - An **example key** hashes what a processor can see of an example (text, speaker, context, media paths
   with their size and modification time; not the label). Editing a CSV row or replacing a clip misses.
 - Each **shard** is written to a temporary file and renamed to the SHA-256 of its bytes. On opening, every

@@ -438,10 +438,13 @@ class Trainer:
             self.model.train()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (t.progress and acc.is_main_process),
                        initial=skip, total=len(self.train_loader), leave=False, dynamic_ncols=True)
-            present = torch.zeros(len(self.unwrapped.modalities), dtype=torch.long)
+            # The first epoch counts each modality's usable examples, on the device (no sync per step).
+            present = torch.zeros(len(self.unwrapped.modalities), dtype=torch.long, device=acc.device) \
+                if epoch == 0 and not skip else None
             for batch in bar:
                 self.media.add(batch["issues"])
-                present += batch["present"].sum(0).cpu()
+                if present is not None:
+                    present += batch["present"].sum(0).to(present.device, torch.long)
                 with acc.accumulate(self.model):
                     loss = self.compute_loss(batch)
                     self._call("on_before_backward", batch)
@@ -464,9 +467,8 @@ class Trainer:
                         self.should_stop = True
                         break
             bar.close()
-            if epoch == 0 and not skip and not self.should_stop:
-                present = self.accelerator.reduce(present.to(acc.device), reduction="sum").cpu()
-                self._check_usable(present)
+            if present is not None and not self.should_stop:
+                self._check_usable(acc.reduce(present, reduction="sum").cpu())
             self.state["epoch"] += 1
             self.state["batches_in_epoch"] = 0
             self._evaluate_epoch(epoch, time_before + time.time() - session_start)

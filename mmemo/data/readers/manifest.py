@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from mmemo.config import DataConfig
+from mmemo.data.cells import media_value
 from mmemo.data.examples import Example, Splits
-from mmemo.data.media import is_url
 from mmemo.data.splits import SplitConfig, split_examples
 from mmemo.data.tables import read_table
 from mmemo.errors import ConfigError, DataError
@@ -49,17 +49,6 @@ class ManifestConfig(DataConfig):
         for f in self.columns:
             if f not in MANIFEST_FIELDS:
                 raise ConfigError(f"{key}.columns.{f}: unknown field; allowed: {', '.join(MANIFEST_FIELDS)}")
-
-
-def _resolve(base: Path, value: str) -> str | None:
-    """A media path relative to the manifest's folder; a URL stays as written, so that reading it fails
-    with a message saying URLs are not read (a path joined to ``https://...`` would lose a slash)."""
-    if not value:
-        return None
-    if is_url(value):
-        return value
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else base / p)
 
 
 def read_manifest_file(
@@ -113,9 +102,9 @@ def read_manifest_file(
                     id=ex_id,
                     label=get("label") or None,
                     text=get("text") or None,  # an empty cell is no value, as for media
-                    audio=_resolve(base, get("audio")),
-                    video=_resolve(base, get("video")),
-                    image=_resolve(base, get("image")),
+                    audio=media_value(get("audio"), where, base),
+                    video=media_value(get("video"), where, base),
+                    image=media_value(get("image"), where, base),
                     speaker=get("speaker") or None,
                     dialogue_id=dialogue,
                     utterance_id=utt_id,
