@@ -21,6 +21,8 @@ from mmemo.labels import LabelSet, get_label_set
 from mmemo.registry import READERS
 
 log = logging.getLogger(__name__)
+# The Example fields each modality reads.
+MODALITY_FIELDS = {"text": ("text",), "audio": ("audio",), "vision": ("video", "image")}
 
 
 def label_set_from_config(data: DataConfig, splits: Splits | None = None) -> LabelSet:
@@ -56,11 +58,10 @@ def describe_inputs(splits: Splits, model: ModelConfig) -> str:
     cols = splits.columns
     parts = []
     for m in model.modalities:
-        fields = {"text": ["text"], "audio": ["audio"], "vision": ["video", "image"]}[m]
+        fields = MODALITY_FIELDS[m]
         used = [f for f in fields if any(getattr(ex, f) is not None for ex in every)]
         source = " + ".join(_column(cols, f) for f in used) or "nothing"
-        count = sum(any(getattr(ex, f) is not None for f in fields) or (m == "audio" and ex.audio is not None)
-                    for ex in every)
+        count = sum(any(getattr(ex, f) is not None for f in fields) for ex in every)
         parts.append(f"{m} <- {source} ({count} of {len(every)} examples)")
     return "inputs: " + "; ".join(parts)
 
@@ -75,10 +76,9 @@ def check_modalities(splits: Splits, model: ModelConfig, split: str = "train") -
     """A modality the model reads that no example of ``split`` has is an error naming it: training it would
     leave its encoder untrained and the model silently ignoring that input."""
     examples = splits.splits.get(split, [])
-    fields = {"text": ("text",), "audio": ("audio",), "vision": ("video", "image")}
     for m in model.modalities:
-        if examples and not any(getattr(ex, f) is not None for ex in examples for f in fields[m]):
-            raise DataError(f"model.modalities: {m} has no {split} example (no {' or '.join(fields[m])} in any "
+        if examples and not any(getattr(ex, f) is not None for ex in examples for f in MODALITY_FIELDS[m]):
+            raise DataError(f"model.modalities: {m} has no {split} example (no {' or '.join(MODALITY_FIELDS[m])} in any "
                             f"row); map its column in data.columns, or leave {m} out of model.modalities")
 
 
