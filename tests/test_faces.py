@@ -5,6 +5,7 @@ distractors; the media report's reason for a clip with no face; the cache key; p
 from __future__ import annotations
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -304,3 +305,35 @@ def test_a_face_thumbnail_smaller_than_the_smallest_face_searched_for_is_enlarge
     (boxes,) = result.chosen
     assert result.crops.shape == (1, 3, 64, 64)
     assert iou(boxes[0], (0, 0, frames.shape[-1], frames.shape[-2])) > 0.5
+
+
+def test_landmark_square_recovers_a_known_similarity():
+    from mmemo.data.faces import FACE_TEMPLATE, landmark_square
+
+    margin, side, angle, centre = 0.2, 150.0, math.radians(20), np.array([300.0, 200.0])
+    unit = (FACE_TEMPLATE - 0.5) / (1 + 2 * margin)  # the template in crop units, about the crop's centre
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    points = centre + side * unit @ rotation.T
+    got_centre, got_side, got_angle = landmark_square(points, margin)
+    assert np.allclose(got_centre, centre) and got_side == pytest.approx(side) and got_angle == pytest.approx(angle)
+
+
+def test_aligned_crops_put_a_turned_face_upright_with_its_eyes_on_the_template():
+    """A face turned by 25 degrees in the frame: with ``align`` its crop shows it upright, eyes where the template
+    puts them (found again by the detector on the crop); the upright square around the box keeps it turned."""
+    from mmemo.data.faces import FACE_TEMPLATE
+
+    frame = background()
+    frame.paste(face(A).resize((120, 120)).rotate(25, resample=Image.BILINEAR, fillcolor=(90, 90, 90)), (100, 60))
+    frames = torch.from_numpy(np.asarray(frame).copy()).permute(2, 0, 1)[None]
+    margin, size = 0.3, 112
+    expected = (0.5 + (FACE_TEMPLATE[:2] - 0.5) / (1 + 2 * margin)) * size  # the eyes in the crop
+    tilts = {}
+    for align in (True, False):
+        crops = FaceStage(FacesConfig(size=size, margin=margin, align=align))(frames, "turned").crops
+        (found,) = FaceStage(FacesConfig(min_face_size=20, detect_size=None)).detect(crops)
+        (eyes,) = [d.landmarks[:2] for d in found]
+        tilts[align] = math.degrees(math.atan2(*(eyes[1] - eyes[0])[::-1]))
+        if align:
+            assert np.abs(eyes - expected).max() < 4, (eyes, expected)
+    assert abs(tilts[True]) < 4 and abs(tilts[False]) > 15, tilts

@@ -30,8 +30,9 @@ It also times the stage on 8 frames of a 720p clip beside the resnet18 encoder's
     python scripts/bench/faces.py --stage --threads 1 --out scripts/bench/results/faces_stage.json
     python scripts/bench/faces.py --stage --threads 1 faces.margin=0.0 faces.align=false --out ...   # other settings
 
-``--timing-only REPEATS`` only times the stage (median of that many interleaved runs). ``--resnet-epochs N`` adds resnet18.yaml trained by the Trainer for N epochs on the pasted frames, whole and with
-the face stage in its processor (64 px either way).
+``--timing-only REPEATS`` only times the stage (median of that many interleaved runs). ``--resnet-epochs N`` adds
+resnet18.yaml trained by the Trainer for N epochs on the same four inputs, whole or with the face stage in its
+processor (64 px either way).
 """
 
 from __future__ import annotations
@@ -238,15 +239,16 @@ def faces_config(overrides: list[str], size: int = 128):
     return from_dict(FacesConfig, {"size": size, **parse_overrides(overrides).get("faces", {})}, "faces")
 
 
-def stage_inputs(examples: list[Example], faces) -> dict[str, Callable[[Example], torch.Tensor | None]]:
-    """condition -> the uint8 ``[1, 3, size, size]`` input of an example (None: no face found), memoised."""
+def stage_inputs(examples: list[Example], faces, seed: int = 0) -> dict[str, Callable[[Example], torch.Tensor | None]]:
+    """condition -> the uint8 ``[1, 3, size, size]`` input of an example (None: no face found), memoised; ``seed``
+    moves every pasted image's place and distractors (seed 0: the ``i``-th example's frame has seed ``i``)."""
     from mmemo.config import DataConfig
     from mmemo.data.media import MediaError, load_image, read_image
     from mmemo.models.encoders.vision import FrameProcessor, HOGConfig
 
     size = faces.size
     processor = FrameProcessor(HOGConfig(image_size=size, faces=faces), DataConfig(num_frames=1))
-    seeds = {e.id: i for i, e in enumerate(examples)}
+    seeds = {e.id: seed * len(examples) + i for i, e in enumerate(examples)}
     frames_cache: dict[tuple[str, str], torch.Tensor | None] = {}
     misses: Counter = Counter()
 
@@ -326,10 +328,11 @@ def time_stage(faces, repeats: int = 5) -> dict[str, float]:
     return {k: round(statistics.median(v), 4) for k, v in timings.items()}
 
 
-def resnet18_on_pasted(args, examples: list[Example], folds, label_set: LabelSet, faces, epochs: int) -> dict[str, list[list[str]]]:
+def resnet18_on_stage_inputs(args, examples: list[Example], folds, label_set: LabelSet, faces, epochs: int) -> dict[str, list[list[str]]]:
     """resnet18.yaml (from scratch, epoch selected on the validation identities) trained by mmemo's Trainer on the
-    pasted frames, written as JPEGs to a temporary folder: whole frames (64 px, the processor's resize and centre
-    crop) against the face stage in the processor (64 px crops). ``epochs`` replaces the config's 80 (cost)."""
+    four inputs of the HOG rows: the original images and the pasted frames (written as JPEGs to a temporary
+    folder), each whole (64 px, the processor's resize and centre crop) and with the face stage in the processor
+    (64 px crops). ``epochs`` replaces the config's 80 (cost)."""
     import tempfile
 
     predictions: dict[str, list[list[str]]] = {}
@@ -337,18 +340,21 @@ def resnet18_on_pasted(args, examples: list[Example], folds, label_set: LabelSet
         pasted = {}
         for i, e in enumerate(examples):
             path = Path(tmp) / f"{i}.jpg"
-            pasted_frame(e.image, i).save(path, quality=95)
+            pasted_frame(e.image, args.seed * len(examples) + i).save(path, quality=95)
             pasted[e.id] = dataclasses.replace(e, image=str(path))
+        sources = {"original": {e.id: e for e in examples}, "pasted": pasted}
         face_settings = json.dumps(dataclasses.asdict(dataclasses.replace(faces, size=64)))  # JSON is YAML
-        for name, extra in (("whole frame", ["model.encoders.vision.image_size=64"]),
-                            ("face stage", [f"model.encoders.vision.faces={face_settings}"])):
-            method = f"resnet18 ({epochs} epochs), pasted, {name}"
+        for source, name, extra in (("original", "original", ["model.encoders.vision.image_size=64"]),
+                                    ("original", "original, face stage", [f"model.encoders.vision.faces={face_settings}"]),
+                                    ("pasted", "pasted, whole frame", ["model.encoders.vision.image_size=64"]),
+                                    ("pasted", "pasted, face stage", [f"model.encoders.vision.faces={face_settings}"])):
+            method = f"resnet18 ({epochs} epochs), {name}"
             predictions[method] = []
             for fold, (train, val, test) in enumerate(folds):
                 config = load_config(CONFIGS / "resnet18.yaml", [f"train.seed={args.seed + fold}", "train.progress=false",
                                                                   f"train.epochs={epochs}", *extra])
-                run_dir = Path(args.runs) / "stage" / method.replace(" ", "_") / f"fold{fold}"
-                splits = {k: [pasted[e.id] for e in v] for k, v in (("train", train), ("dev", val), ("test", test))}
+                run_dir = Path(args.runs) / "stage" / method.replace(" ", "_").replace(",", "") / f"fold{fold}"
+                splits = {k: [sources[source][e.id] for e in v] for k, v in (("train", train), ("dev", val), ("test", test))}
                 train_quietly(config, run_dir, splits, label_set)
                 by_id = {row["id"]: row["prediction"] for row in csv.DictReader(open(run_dir / "predictions_test.csv"))}
                 predictions[method].append([by_id[e.id] for e in test])
@@ -360,7 +366,7 @@ def resnet18_on_pasted(args, examples: list[Example], folds, label_set: LabelSet
 def stage_benchmark(args, examples: list[Example], folds, label_set: LabelSet) -> None:
     tests = [test for _, _, test in folds]
     faces = faces_config(args.overrides)
-    inputs = stage_inputs(examples, faces)
+    inputs = stage_inputs(examples, faces, args.seed)
     misses = inputs.pop("misses")
     predictions: dict[str, list[list[str]]] = {"majority class": [], "colour-only rule": []}
     for train, _, test in folds:
@@ -375,7 +381,7 @@ def stage_benchmark(args, examples: list[Example], folds, label_set: LabelSet) -
         print(f"{name}: {minutes[name]} min, no face found in {misses[name]} of {len(examples)}", flush=True)
     if args.resnet_epochs:
         start = time.time()
-        predictions |= resnet18_on_pasted(args, examples, folds, label_set, faces, args.resnet_epochs)
+        predictions |= resnet18_on_stage_inputs(args, examples, folds, label_set, faces, args.resnet_epochs)
         minutes["resnet18"] = round((time.time() - start) / 60, 2)
     results = summarise(predictions, tests, label_set)
     timing = time_stage(faces)
