@@ -330,10 +330,30 @@ def test_aligned_crops_put_a_turned_face_upright_with_its_eyes_on_the_template()
     expected = (0.5 + (FACE_TEMPLATE[:2] - 0.5) / (1 + 2 * margin)) * size  # the eyes in the crop
     tilts = {}
     for align in (True, False):
-        crops = FaceStage(FacesConfig(size=size, margin=margin, align=align))(frames, "turned").crops
-        (found,) = FaceStage(FacesConfig(min_face_size=20, detect_size=None)).detect(crops)
+        result = FaceStage(FacesConfig(size=size, margin=margin, align=align))(frames, "turned")
+        (found,) = FaceStage(FacesConfig(min_face_size=20, detect_size=None)).detect(result.crops)
         (eyes,) = [d.landmarks[:2] for d in found]
         tilts[align] = math.degrees(math.atan2(*(eyes[1] - eyes[0])[::-1]))
+        (corners,) = result.regions  # where the crop was cut, as inspect-vision draws it: turned with the face
+        top = corners[0, 1] - corners[0, 0]
+        turn = math.degrees(math.atan2(top[1], top[0]))
         if align:
             assert np.abs(eyes - expected).max() < 4, (eyes, expected)
+            assert abs(turn + 25) < 5, turn  # PIL turns the face counter-clockwise: its eye line is at -25 degrees
+        else:
+            assert turn == pytest.approx(0.0)
     assert abs(tilts[True]) < 4 and abs(tilts[False]) > 15, tilts
+
+
+def test_the_channels_last_detector_finds_the_boxes_of_the_plain_one():
+    from facenet_pytorch import MTCNN
+
+    frame = background()
+    frame.paste(face(A).resize((100, 100)), (60, 50))
+    frame.paste(face(B).resize((80, 80)), (200, 120))
+    frames = torch.from_numpy(np.asarray(frame).copy()).permute(2, 0, 1)[None]
+    (found,) = FaceStage(FacesConfig()).detect(frames)
+    boxes, probs = MTCNN(keep_all=True, min_face_size=32, device="cpu").detect(frames.permute(0, 2, 3, 1).numpy())
+    plain = sorted(b.tolist() for b, p in zip(boxes[0], probs[0]) if p >= 0.9)
+    assert len(found) == len(plain) == 2
+    assert np.abs(np.array(sorted(d.box.tolist() for d in found)) - np.array(plain)).max() < 0.05

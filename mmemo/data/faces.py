@@ -110,6 +110,7 @@ class FaceResult:
     crops: torch.Tensor  # uint8 [N, 3, size, size]
     detections: list[list[Detection]]  # every face found, per frame
     chosen: list[np.ndarray]  # per selected track, its boxes [K, 4]
+    regions: list[np.ndarray] = field(default_factory=list)  # per selected track, each crop's corners [K, 4, 2]
     notes: list[str] = field(default_factory=list)
 
 
@@ -300,11 +301,18 @@ def crop_square(frame: np.ndarray, centre: np.ndarray, side: float, angle: float
     return np.asarray(image.transform((size, size), Image.AFFINE, data, resample=Image.BILINEAR), dtype=np.uint8)
 
 
-def crop_face(frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None, margin: float, size: int) -> np.ndarray:
-    """A face's ``size`` x ``size`` crop: aligned on its five ``landmarks`` ([5, 2]; ``landmark_square``) when
-    given, else the upright square around its ``box``."""
-    square = landmark_square(landmarks, margin) if landmarks is not None else box_square(box, margin)
-    return crop_square(frame, *square, size)
+def face_square(box: np.ndarray, landmarks: np.ndarray | None, margin: float) -> tuple[np.ndarray, float, float]:
+    """The square a face's crop is cut from: aligned on its five ``landmarks`` ([5, 2]; ``landmark_square``)
+    when given, else the upright square around its ``box``."""
+    return landmark_square(landmarks, margin) if landmarks is not None else box_square(box, margin)
+
+
+def square_corners(centre: np.ndarray, side: float, angle: float) -> np.ndarray:
+    """``[4, 2]``: the corners of the square (top left, top right, bottom right, bottom left, as the crop shows
+    them) in frame pixels, for drawing where a crop came from."""
+    cos, sin = math.cos(angle), math.sin(angle)
+    unit = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) * side
+    return centre + unit @ np.array([[cos, -sin], [sin, cos]]).T
 
 
 class FaceStage:
@@ -397,7 +405,7 @@ class FaceStage:
         if not tracks:
             if c.fallback == "frame":
                 return FaceResult(_whole(frames, c.size), detections, [],
-                                  [f"faces: no face found in {describe(source)}; whole frames used (faces.fallback: frame)"])
+                                  notes=[f"faces: no face found in {describe(source)}; whole frames used (faces.fallback: frame)"])
             raise MediaError(describe(source) if source is not None else "input", "no face found",
                              f"none with confidence >= {c.min_confidence:g} in {len(frames)} sampled frame(s)")
         notes: list[str] = []
@@ -411,18 +419,19 @@ class FaceStage:
         else:
             chosen = tracks[:1]
         images = frames.permute(0, 2, 3, 1).numpy()  # views, [K, H, W, 3]
-        crops, boxes = [], []
+        crops, boxes, regions = [], [], []
         for track in chosen:
             track_boxes, points = track.boxes(), track.landmarks() if c.align else None
             boxes.append(track_boxes)
-            for t, image in enumerate(images):
-                crops.append(crop_face(image, track_boxes[t], None if points is None else points[t], c.margin, c.size))
+            squares = [face_square(track_boxes[t], None if points is None else points[t], c.margin) for t in range(len(images))]
+            regions.append(np.stack([square_corners(*sq) for sq in squares]))
+            crops += [crop_square(image, *sq, c.size) for image, sq in zip(images, squares)]
         crops_t = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
         if notes and not self._warned:  # in training, once per process: predict returns each in its warnings
             log.warning("%s (%s); further face-stage notes of this process are logged at debug level", notes[0],
                         describe(source) if source is not None else "input")
             self._warned = True
-        return FaceResult(crops_t, detections, boxes, notes)
+        return FaceResult(crops_t, detections, boxes, regions, notes)
 
     def _voice(self, audio: Any, segments: int, notes: list[str]) -> np.ndarray | None:
         if audio is None:

@@ -33,6 +33,7 @@ class VisionView:
     shown: torch.Tensor | None  # uint8 [N, 3, S, S], what the encoder gets; None where the input is unusable
     detections: list[list[np.ndarray]] = field(default_factory=list)  # per frame, every box found
     chosen: list[np.ndarray] = field(default_factory=list)  # per chosen track, its boxes [K, 4]
+    regions: list[np.ndarray] = field(default_factory=list)  # per chosen track, where each crop was cut [K, 4, 2]
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,18 +74,20 @@ def view(processor: Processor, source: str | Path | object, audio: object = None
         result = processor.face_result(example)
     except MediaError as err:
         found = faces.detect(frames)
-        return VisionView(frames, None, [[d.box for d in f] for f in found], [], [str(err)])
-    return VisionView(frames, result.crops, [[d.box for d in f] for f in result.detections], result.chosen, result.notes)
+        return VisionView(frames, None, [[d.box for d in f] for f in found], notes=[str(err)])
+    return VisionView(frames, result.crops, [[d.box for d in f] for f in result.detections], result.chosen,
+                      result.regions, result.notes)
 
 
 def contact_sheet(v: VisionView, out: str | Path, title: str = "") -> Path:
-    """A PNG: the sampled frames with every face found (thin, yellow) and the chosen track (thick, green,
-    numbered by track), then the crops the encoder is given, one row per chosen track."""
+    """A PNG: the sampled frames with every face found (thin, yellow), the chosen track (thick, green, numbered
+    by track) and the square each crop was cut from (dashed, cyan; turned when the crop is aligned), then the
+    crops the encoder is given, one row per chosen track."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Polygon, Rectangle
 
     k = len(v.frames)
     crops_rows = 0 if v.shown is None or v.shown is v.frames else math.ceil(len(v.shown) / k)
@@ -100,6 +103,8 @@ def contact_sheet(v: VisionView, out: str | Path, title: str = "") -> Path:
             b = boxes[t]
             ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="lime", lw=2.5))
             ax.text(b[0], b[1], str(i + 1), color="lime", fontsize=8, va="bottom")
+        for corners in v.regions:
+            ax.add_patch(Polygon(corners[t], closed=True, fill=False, ec="cyan", lw=1.2, ls="--"))
         ax.set_title(f"frame {t + 1}", fontsize=8)
     for r in range(crops_rows):
         for t in range(k):

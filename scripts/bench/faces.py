@@ -194,6 +194,7 @@ def hog_logistic_regression(folds, size: int = 128, refit: bool = False,
 
 FRAME = (640, 360)  # the larger frame the images are pasted into
 FACE_WIDTH = 0.2  # the pasted image's width, as a fraction of the frame's
+STAGE_INPUTS = ("original", "original, face stage", "pasted, whole frame", "pasted, face stage")
 
 
 def pasted_frame(path: str, seed: int):
@@ -332,7 +333,7 @@ def resnet18_on_stage_inputs(args, examples: list[Example], folds, label_set: La
     """resnet18.yaml (from scratch, epoch selected on the validation identities) trained by mmemo's Trainer on the
     four inputs of the HOG rows: the original images and the pasted frames (written as JPEGs to a temporary
     folder), each whole (64 px, the processor's resize and centre crop) and with the face stage in the processor
-    (64 px crops). ``epochs`` replaces the config's 80 (cost)."""
+    (64 px crops); those named in ``--resnet-inputs``. ``epochs`` may be fewer than the config's 80 (cost)."""
     import tempfile
 
     predictions: dict[str, list[list[str]]] = {}
@@ -348,6 +349,8 @@ def resnet18_on_stage_inputs(args, examples: list[Example], folds, label_set: La
                                     ("original", "original, face stage", [f"model.encoders.vision.faces={face_settings}"]),
                                     ("pasted", "pasted, whole frame", ["model.encoders.vision.image_size=64"]),
                                     ("pasted", "pasted, face stage", [f"model.encoders.vision.faces={face_settings}"])):
+            if name not in args.resnet_inputs:
+                continue
             method = f"resnet18 ({epochs} epochs), {name}"
             predictions[method] = []
             for fold, (train, val, test) in enumerate(folds):
@@ -442,7 +445,9 @@ def main() -> None:
     parser.add_argument("--timing-only", type=int, metavar="REPEATS", default=0,
                         help="with --stage: only time the stage beside resnet18 (median of REPEATS interleaved runs)")
     parser.add_argument("--resnet-epochs", type=int, default=0,
-                        help="with --stage: also train resnet18.yaml for this many epochs on the pasted frames, whole and cropped")
+                        help="with --stage: also train resnet18.yaml for this many epochs (its own: 80) on --resnet-inputs")
+    parser.add_argument("--resnet-inputs", nargs="+", choices=STAGE_INPUTS, default=list(STAGE_INPUTS),
+                        help="with --resnet-epochs: the inputs resnet18 trains on (default: all four)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides (with --stage: faces.key=value)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
