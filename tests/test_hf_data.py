@@ -178,11 +178,11 @@ def test_a_classlabel_name_outside_the_label_set_is_named(disk_dataset):
 
 
 def test_a_label_index_outside_the_classlabel_is_named():
-    from mmemo.data.readers.hf import _label
+    from mmemo.data.readers.hf import _class_name
 
     with pytest.raises(DataError, match=r"row 3: label 9 is outside the ClassLabel column 'emotion' \(names: a, b\)"):
-        _label(9, ["a", "b"], "emotion", "row 3")
-    assert _label(-1, ["a", "b"], "emotion", "row 3") is None and _label(1, ["a", "b"], "emotion", "") == "b"
+        _class_name(9, ["a", "b"], "emotion", "row 3: label")
+    assert _class_name(-1, ["a", "b"], "emotion", "row 3") is None and _class_name(1, ["a", "b"], "emotion", "") == "b"
 
 
 def test_no_label_set_and_no_classlabel_is_an_error(tmp_path):

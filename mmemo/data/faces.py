@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mmemo.data.media import describe, media_identity, read_audio
+from mmemo.data.media import describe, media_identity, read_audio, resize_like_decoder
 from mmemo.errors import ConfigError, MediaError
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,7 @@ class FaceStage:
         tracks = link_tracks(detections) if any(detections) else []
         if not tracks:
             if c.fallback == "frame":
-                return FaceResult(_whole(frames, c.size), detections, [],
+                return FaceResult(resize_like_decoder(frames, c.size), detections, [],
                                   notes=[f"faces: no face found in {describe(source)}; whole frames used (faces.fallback: frame)"])
             raise MediaError(describe(source) if source is not None else "input", "no face found",
                              f"none with confidence >= {c.min_confidence:g} in {len(frames)} sampled frame(s)")
@@ -448,13 +448,3 @@ def _grey(frames: torch.Tensor) -> np.ndarray:
     """Luma of uint8 ``[K, 3, H, W]`` frames, float32 ``[K, H, W]``."""
     r, g, b = frames.unbind(1)
     return (0.299 * r.float() + 0.587 * g.float() + 0.114 * b.float()).numpy()
-
-
-def _whole(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Frames resized (shorter side to ``size``) and centre-cropped, as the processor does without faces."""
-    k, _, h, w = frames.shape
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = torch.nn.functional.interpolate(frames.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return x[:, :, top:top + size, left:left + size].round().clamp(0, 255).to(torch.uint8).contiguous()

@@ -613,8 +613,9 @@ def _frames_to_uint8(frames: torch.Tensor, name: str) -> torch.Tensor:
     return frames.expand(-1, 3, -1, -1) if frames.shape[1] == 1 else frames
 
 
-def _resize_like_decoder(frames: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Resize and crop uint8 ``[T, 3, H, W]`` frames with the same swscale pass as decoded video."""
+def resize_like_decoder(frames: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Resize (shorter side to ``size``) and centre-crop uint8 ``[T, 3, H, W]`` frames with the same swscale pass
+    as decoded video, so that frames from memory (or decoded at full size) match those decoded at ``size``."""
     if not size:
         return frames.contiguous()
     import av
@@ -657,7 +658,7 @@ def read_video(source, num_frames: int = 8, size: int | None = None) -> torch.Te
     if frames.shape[0] == 0:
         raise MediaError(name, "no video frames")
     frames = frames[uniform_indices(frames.shape[0], num_frames)]
-    return _resize_like_decoder(_frames_to_uint8(frames, name), size)
+    return resize_like_decoder(_frames_to_uint8(frames, name), size)
 
 
 def read_image(source, size: int | None = None) -> torch.Tensor:

@@ -150,8 +150,9 @@ def _class_names(ds: Any, column: str | None) -> list[str] | None:
     return list(feature.names) if isinstance(feature, ClassLabel) else None
 
 
-def _label(value: Any, names: list[str] | None, column: str, where: str) -> str | None:
-    """A label cell as a class name: a ClassLabel's integer by its names (-1, datasets' "no label", is none)."""
+def _class_name(value: Any, names: list[str] | None, column: str, where: str) -> str | None:
+    """A label, speaker or dialogue cell as a name: a ClassLabel's integer by its names (-1, datasets' "no
+    label", is none). ``where`` names the row and field in the error."""
     if value is None:
         return None
     if names is not None and not isinstance(value, str):
@@ -159,7 +160,7 @@ def _label(value: Any, names: list[str] | None, column: str, where: str) -> str 
         if index == -1:
             return None
         if not 0 <= index < len(names):
-            raise DataError(f"{where}: label {index} is outside the ClassLabel column {column!r} "
+            raise DataError(f"{where} {index} is outside the ClassLabel column {column!r} "
                             f"(names: {', '.join(names)})")
         return names[index]
     return str(value).strip() or None
@@ -167,12 +168,6 @@ def _label(value: Any, names: list[str] | None, column: str, where: str) -> str 
 
 def _text(value: Any) -> str | None:
     return fix_text(value) if isinstance(value, str) and value.strip() else None
-
-
-def _named(value: Any, names: list[str] | None) -> str | None:
-    if value is None:
-        return None
-    return names[int(value)] if names is not None and not isinstance(value, str) else (str(value).strip() or None)
 
 
 def read_split(ds: Any, split: str, columns: dict[str, str], base: Path | None, source: str = "hf",
@@ -210,12 +205,12 @@ def read_split(ds: Any, split: str, columns: dict[str, str], base: Path | None, 
             context = [context]
         examples.append(Example(
             id=ex_id,
-            label=_label(get("label"), label_names, mapping.get("label", ""), at),
+            label=_class_name(get("label"), label_names, mapping.get("label", ""), f"{at}: label"),
             text=_text(get("text")),
             **{f: media_value(get(f), f"{at}: {f} column {mapping[f]!r}" if f in mapping else at, base)
                for f in MEDIA_FIELDS},
-            speaker=_named(get("speaker"), speaker_names),
-            dialogue_id=_named(get("dialogue"), dialogue_names),
+            speaker=_class_name(get("speaker"), speaker_names, mapping.get("speaker", ""), f"{at}: speaker"),
+            dialogue_id=_class_name(get("dialogue"), dialogue_names, mapping.get("dialogue", ""), f"{at}: dialogue"),
             utterance_id=utt,
             context_before=tuple(Turn(None, str(t)) for t in context if str(t).strip()),
             meta={"source": at, "split": split},
